@@ -1,0 +1,100 @@
+"""millpond: a lightweight, fast data-processing engine for AI data.
+
+>>> import millpond
+>>> sp = millpond.init()
+>>> df = sp.from_items([{"x": 1}, {"x": 2}]).map("x + 1 AS y")
+>>> df.to_arrow().column("y").to_pylist()
+[2, 3]
+"""
+
+from __future__ import annotations
+
+from millpond.api.dataframe import DataFrame, GroupedData
+from millpond.api.session import Session
+from millpond.config import SessionConfig
+from millpond.errors import (
+    InputNotFoundError,
+    InputReadError,
+    MillpondError,
+    OutputExistsError,
+    PlanError,
+    SchemaMismatchError,
+    SqlError,
+    TaskFailedError,
+    UnpicklableFunctionError,
+)
+
+__version__ = "0.1.0"
+
+
+def init(
+    job_id: str | None = None,
+    *,
+    data_root: str | None = None,
+    num_executors: int | None = None,
+    num_cpus: int | None = None,
+    memory_limit: int | str | None = None,
+    engine: str | None = None,
+    progress: bool | None = None,
+    ray_address: str | None = None,
+    max_retry: int | None = None,
+    shuffle_partitions: int | None = None,
+    keep_intermediate: bool | None = None,
+    **smallpond_options: object,
+) -> Session:
+    """Start a session on the embedded engine (no services needed).
+
+    Every setting may also come from a ``MILLPOND_<NAME>`` environment variable (e.g.
+    ``MILLPOND_DATA_ROOT``, ``MILLPOND_NUM_EXECUTORS``, ``MILLPOND_MEMORY_LIMIT=8GB``);
+    explicit arguments win. ``num_cpus`` is an alias of ``num_executors``. Options smallpond
+    accepts that have no meaning here (``job_time``, ``job_name``, ``bind_socket``,
+    ``platform``, ``enable_profiling``…) are accepted and ignored.
+    """
+    known_ignored = {
+        "job_time",
+        "job_name",
+        "bind_socket",
+        "platform",
+        "enable_profiling",
+        "enable_diagnostic_metrics",
+        "remove_empty_parquet",
+        "override_existing",
+        "cpu_limit",
+        "gpu_limit",
+        "ray_args",
+        "memory_allocator",
+    }
+    unknown = set(smallpond_options) - known_ignored
+    if unknown:
+        raise TypeError(f"init() got unexpected argument(s) {sorted(unknown)}")
+    config = SessionConfig.resolve(
+        data_root=data_root,
+        num_executors=num_executors if num_executors is not None else num_cpus,
+        memory_limit=memory_limit,
+        engine=engine,
+        progress=progress,
+        ray_address=ray_address,
+        max_retry=max_retry,
+        shuffle_partitions=shuffle_partitions,
+        keep_intermediate=keep_intermediate,
+    )
+    return Session(config, session_id=job_id)
+
+
+__all__ = [
+    "init",
+    "Session",
+    "SessionConfig",
+    "DataFrame",
+    "GroupedData",
+    "MillpondError",
+    "InputNotFoundError",
+    "InputReadError",
+    "OutputExistsError",
+    "PlanError",
+    "SchemaMismatchError",
+    "SqlError",
+    "TaskFailedError",
+    "UnpicklableFunctionError",
+    "__version__",
+]

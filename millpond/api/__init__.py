@@ -1,0 +1,1 @@
+"""The user-facing API: sessions and lazy DataFrames."""

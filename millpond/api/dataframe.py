@@ -1,0 +1,482 @@
+"""The lazy DataFrame: each method adds a node to the logical plan; actions run it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from millpond.errors import PlanError, UnpicklableFunctionError
+from millpond.io import commit as commits
+from millpond.io.formats import WRITE_FORMATS
+from millpond.operators.base import Step, callable_name, short_repr, user_step
+from millpond.operators.data import FilePartition, PartitionData, TablePartition
+from millpond.operators.python import BATCH_FORMATS, PythonOp
+from millpond.operators.sinks import CountSink, MaterializeSink, WriteSink
+from millpond.operators.sql import ColumnsOp, SqlOp, WithColumnOp
+from millpond.planning import logical as L
+from millpond.planning.aggregates import parse_aggs
+from millpond.planning.explain import explain_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from millpond.api.session import Session
+
+JOIN_TYPES = ("inner", "left", "right", "outer", "semi", "anti")
+
+
+def _names(values: str | Sequence[str] | None, what: str) -> list[str]:
+    if values is None:
+        return []
+    names = [values] if isinstance(values, str) else list(values)
+    if not all(isinstance(n, str) for n in names):
+        raise PlanError(f"{what} must be column names (strings), got {values!r}")
+    return names
+
+
+def _pickle(fn: Any, step: Step) -> bytes:
+    """Ship a user function with cloudpickle now, so an unpicklable one is reported where it
+    was passed rather than deep inside a worker."""
+    try:
+        return cloudpickle.dumps(fn)
+    except Exception as exc:
+        raise UnpicklableFunctionError(
+            f"cannot send {callable_name(fn)!r} ({step.describe()}) to worker processes: "
+            f"{type(exc).__name__}: {exc}. Functions must be picklable by cloudpickle: avoid "
+            "capturing open files, locks, sockets or database connections; create them inside "
+            "the function (or in a callable class's __init__)."
+        ) from exc
+
+
+class DataFrame:
+    """A lazy, partitioned table. Transformations return new DataFrames; actions
+    (``count``, ``to_arrow``, ``write_parquet``…) run the plan on the session's engine."""
+
+    def __init__(self, session: Session, node: L.LogicalNode) -> None:
+        self.session = session
+        self._node = node
+
+    def __repr__(self) -> str:
+        return f"DataFrame({self._node.label()})"
+
+    def _with(self, node: L.LogicalNode) -> DataFrame:
+        return DataFrame(self.session, node)
+
+    def _narrow(self, op, step: Step) -> DataFrame:
+        return self._with(L.Narrow((self._node,), step, op=op))
+
+    def _python(self, kind: str, fn: Callable, step: Step, **options: Any) -> DataFrame:
+        if not callable(fn):
+            raise PlanError(
+                f"{step.label}: expected a SQL string or a callable, got {type(fn).__name__}"
+            )
+        return self._narrow(PythonOp(kind, _pickle(fn, step), step, **options), step)
+
+    # -- per-partition transformations ---------------------------------------
+    def map(
+        self, sql_or_func: str | Callable[[dict], dict], *, schema: pa.Schema | None = None
+    ) -> DataFrame:
+        """Each row to a new row: a SQL select list (``"a + b AS c, d"``) run in DuckDB, or a
+        Python function from a row dict to a row dict."""
+        step = user_step(f"map({_label(sql_or_func)})")
+        if isinstance(sql_or_func, str):
+            return self._narrow(SqlOp(f"SELECT {sql_or_func} FROM {{0}}", step), step)
+        return self._python("map", sql_or_func, step, schema=schema)
+
+    def filter(self, sql_or_func: str | Callable[[dict], bool]) -> DataFrame:
+        """Keep rows where a SQL condition holds, or a Python predicate over the row dict is true."""
+        step = user_step(f"filter({_label(sql_or_func)})")
+        if isinstance(sql_or_func, str):
+            op = SqlOp(f"SELECT * FROM {{0}} WHERE ({sql_or_func})", step, predicate=sql_or_func)
+            return self._narrow(op, step)
+        return self._python("filter", sql_or_func, step)
+
+    def flat_map(
+        self, sql_or_func: str | Callable[[dict], list[dict]], *, schema: pa.Schema | None = None
+    ) -> DataFrame:
+        """Each row to zero or more rows: a SQL select list (e.g. with ``unnest``), or a Python
+        function from a row dict to a list of row dicts."""
+        step = user_step(f"flat_map({_label(sql_or_func)})")
+        if isinstance(sql_or_func, str):
+            return self._narrow(SqlOp(f"SELECT {sql_or_func} FROM {{0}}", step), step)
+        return self._python("flat_map", sql_or_func, step, schema=schema)
+
+    def map_batches(
+        self,
+        func: Callable[[Any], Any],
+        *,
+        batch_size: int | None = None,
+        batch_format: str = "arrow",
+        schema: pa.Schema | None = None,
+    ) -> DataFrame:
+        """A Python function over whole batches (a pyarrow Table, a pandas DataFrame, or a
+        dict of numpy arrays). A class is constructed once per worker process and its
+        instance called per batch, so a model is loaded once."""
+        if batch_format not in BATCH_FORMATS:
+            raise PlanError(f"batch_format must be one of {BATCH_FORMATS}, got {batch_format!r}")
+        step = user_step(f"map_batches({callable_name(func)})")
+        return self._python(
+            "map_batches",
+            func,
+            step,
+            batch_size=batch_size,
+            batch_format=batch_format,
+            schema=schema,
+        )
+
+    def select(self, *columns: str) -> DataFrame:
+        """Keep these columns, in this order."""
+        names = _names(
+            list(columns[0])
+            if len(columns) == 1 and not isinstance(columns[0], str)
+            else list(columns),
+            "select()",
+        )
+        step = user_step(f"select({', '.join(names)})")
+        return self._narrow(ColumnsOp(step, select=names), step)
+
+    def drop(self, *columns: str) -> DataFrame:
+        """All columns but these."""
+        names = _names(
+            list(columns[0])
+            if len(columns) == 1 and not isinstance(columns[0], str)
+            else list(columns),
+            "drop()",
+        )
+        step = user_step(f"drop({', '.join(names)})")
+        return self._narrow(ColumnsOp(step, drop=names), step)
+
+    def rename(self, mapping: Mapping[str, str]) -> DataFrame:
+        """Rename columns: ``{old: new}``."""
+        step = user_step(f"rename({dict(mapping)!r})")
+        return self._narrow(ColumnsOp(step, rename=dict(mapping)), step)
+
+    def with_column(self, name: str, sql_expr: str) -> DataFrame:
+        """Add a column from a SQL expression (replacing one of the same name in place)."""
+        step = user_step(f"with_column({name!r}, {sql_expr!r})")
+        return self._narrow(WithColumnOp(name, sql_expr, step), step)
+
+    def partial_sort(self, by: str | Sequence[str], descending: bool = False) -> DataFrame:
+        """Sort the rows within each partition (no total order across partitions)."""
+        names = _names(by, "partial_sort()")
+        step = user_step(f"partial_sort({', '.join(names)})")
+        order = ", ".join(f'"{n}" {"DESC" if descending else "ASC"}' for n in names)
+        return self._narrow(SqlOp(f"SELECT * FROM {{0}} ORDER BY {order}", step), step)
+
+    def partial_sql(self, query: str, *others: DataFrame) -> DataFrame:
+        """DuckDB SQL on each partition: ``{0}`` is this DataFrame's partition."""
+        return self.session.partial_sql(query, self, *others)
+
+    def limit(self, n: int) -> DataFrame:
+        """The first ``n`` rows (in partition order)."""
+        if n < 0:
+            raise PlanError(f"limit must be >= 0, got {n}")
+        step = user_step(f"limit({n})")
+        return self._with(L.Limit((self._node,), step, n=int(n)))
+
+    # -- repartitioning and global operations ---------------------------------
+    def repartition(
+        self,
+        npartitions: int,
+        hash_by: str | Sequence[str] | None = None,
+        by: str | None = None,
+        by_rows: bool = False,
+        **kwargs: Any,
+    ) -> DataFrame:
+        """``npartitions`` partitions: by files (default), by rows (``by_rows``), by the hash
+        of columns (``hash_by``), or by a SQL expression giving the partition number (``by``)."""
+        if npartitions < 1:
+            raise PlanError(f"npartitions must be >= 1, got {npartitions}")
+        keys = _names(hash_by, "hash_by")
+        mode = "hash" if keys else "expr" if by else "rows" if by_rows else "files"
+        label = (
+            f"repartition({npartitions}"
+            + (f", hash_by={keys}" if keys else "")
+            + (f", by={by!r}" if by else "")
+            + (", by_rows=True" if by_rows else "")
+            + ")"
+        )
+        step = user_step(label)
+        return self._with(
+            L.Repartition((self._node,), step, n=npartitions, mode=mode, keys=keys, expr=by)
+        )
+
+    def random_shuffle(self, seed: int | None = None, npartitions: int | None = None) -> DataFrame:
+        """Rows in random order across all partitions (reproducible with ``seed``)."""
+        step = user_step(f"random_shuffle(seed={seed})")
+        n = npartitions or self.session.config.default_shuffle_partitions
+        return self._with(L.Repartition((self._node,), step, n=n, mode="random", seed=seed))
+
+    def groupby(self, *keys: str | Sequence[str]) -> GroupedData:
+        """Group by key columns; follow with ``.agg(...)``. Plans its own shuffle."""
+        names = [k for key in keys for k in _names(key, "groupby keys")]
+        return GroupedData(self, names)
+
+    def group_by(self, *keys: str | Sequence[str]) -> GroupedData:
+        """Alias of :meth:`groupby`."""
+        return self.groupby(*keys)
+
+    def agg(self, *exprs: Any, **named: Any) -> DataFrame:
+        """Aggregate the whole DataFrame into one row."""
+        return GroupedData(self, []).agg(*exprs, **named)
+
+    def join(
+        self,
+        other: DataFrame,
+        on: str | Sequence[str] | None = None,
+        how: str = "inner",
+        *,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        suffix: str = "_right",
+    ) -> DataFrame:
+        """Join with ``other`` on key columns. ``how``: inner, left, right, outer, semi, anti.
+        Small in-memory right sides are broadcast; otherwise both sides are hash-shuffled."""
+        if how not in JOIN_TYPES:
+            raise PlanError(f"how must be one of {JOIN_TYPES}, got {how!r}")
+        left_keys = _names(left_on if left_on is not None else on, "join keys")
+        right_keys = _names(right_on if right_on is not None else on, "join keys")
+        if not left_keys or len(left_keys) != len(right_keys):
+            raise PlanError("join needs on=... or left_on/right_on of the same length")
+        if other.session is not self.session:
+            raise PlanError("cannot join DataFrames of different sessions")
+        step = user_step(
+            f"join(on={left_keys if left_keys == right_keys else (left_keys, right_keys)}, how={how!r})"
+        )
+        node = L.Join(
+            (self._node, other._node),
+            step,
+            left_on=left_keys,
+            right_on=right_keys,
+            how=how,
+            suffix=suffix,
+        )
+        return self._with(node)
+
+    def sort(self, by: str | Sequence[str], descending: bool | Sequence[bool] = False) -> DataFrame:
+        """A total order across partitions (range-partitioned on the first key, then sorted)."""
+        names = _names(by, "sort()")
+        if not names:
+            raise PlanError("sort() needs at least one column")
+        desc = [descending] * len(names) if isinstance(descending, bool) else list(descending)
+        if len(desc) != len(names):
+            raise PlanError("descending must be a bool or one bool per sort column")
+        step = user_step(f"sort({names}{', descending=' + str(descending) if any(desc) else ''})")
+        return self._with(L.Sort((self._node,), step, by=names, descending=desc))
+
+    def distinct(self, subset: str | Sequence[str] | None = None) -> DataFrame:
+        """Drop duplicate rows (or rows duplicated on ``subset``, keeping one of each)."""
+        names = _names(subset, "distinct()") or None
+        step = user_step(f"distinct({names or ''})")
+        return self._with(L.Distinct((self._node,), step, subset=names))
+
+    def union(self, *others: DataFrame) -> DataFrame:
+        """Rows of this DataFrame then of ``others`` (columns matched by name)."""
+        step = user_step("union")
+        return self._with(L.Union((self._node, *(o._node for o in others)), step))
+
+    # -- actions --------------------------------------------------------------
+    def explain(self) -> str:
+        """The logical plan, the optimized plan, and the stages and tasks it runs as."""
+        return explain_text(self.session, self._node)
+
+    def count(self) -> int:
+        """Number of rows."""
+        job, results = self.session.run(self._node, lambda i, inline: CountSink(), "count")
+        job.cleanup()
+        return sum(r.output.rows for r in results)
+
+    def _collect_parts(self, description: str) -> tuple[list[PartitionData], pa.Schema | None, Any]:
+        if self._node.id in self.session._cache:
+            cached = self.session._cache[self._node.id]
+            return cached.partitions, cached.schema, None
+        job = self.session.job(self._node, self._final_materialize(None), description)
+        results = job.run()
+        parts = [r.output.partition for r in results]
+        schema = next((r.output.schema for r in results if r.output.schema is not None), None)
+        return parts, schema, job
+
+    def _final_materialize(self, directory: str | None):
+        """Final sink keeping each partition: in memory when inline, else a Parquet file
+        under ``directory`` (default: a fresh folder under the session's results)."""
+        base = directory or os.path.join(self.session.session_dir, "results", os.urandom(6).hex())
+
+        def sink(index: int, inline: bool) -> MaterializeSink:
+            return MaterializeSink(
+                None if inline else os.path.join(base, f"part-{index:05d}.parquet")
+            )
+
+        return sink
+
+    def to_arrow(self) -> pa.Table:
+        """The whole result as one Arrow table."""
+        parts, schema, job = self._collect_parts("to_arrow")
+        try:
+            tables = [_read_partition(p) for p in parts]
+        finally:
+            if job is not None:
+                job.cleanup()
+                _remove_result_files(parts, self.session)
+        tables = [t for t in tables if t.num_columns or t.num_rows]
+        if not tables:
+            return schema.empty_table() if schema is not None else pa.table({})
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The whole result as a pandas DataFrame."""
+        return self.to_arrow().to_pandas()
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        """The first ``n`` rows as dicts."""
+        return self.limit(n).to_arrow().to_pylist()
+
+    def take_all(self) -> list[dict[str, Any]]:
+        """All rows as dicts."""
+        return self.to_arrow().to_pylist()
+
+    def iter_batches(
+        self, batch_size: int | None = None, batch_format: str = "arrow"
+    ) -> Iterator[Any]:
+        """Stream the result as batches (Arrow RecordBatches, or pandas DataFrames), partition
+        by partition as tasks finish; at most one partition's file is open at a time."""
+        size = batch_size or self.session.config.batch_size
+        if self._node.id in self.session._cache:
+            for part in self.session._cache[self._node.id].partitions:
+                yield from _batches(part, size, batch_format)
+            return
+        job = self.session.job(self._node, self._final_materialize(None), "iter_batches")
+        try:
+            for result in job.stream():
+                part = result.output.partition
+                yield from _batches(part, size, batch_format)
+                _remove_result_files([part], self.session)
+        finally:
+            job.cleanup()
+
+    def compute(self) -> DataFrame:
+        """Run the plan now and keep the result, so later actions reuse it instead of
+        recomputing. Returns this DataFrame."""
+        if self._node.id in self.session._cache:
+            return self
+        directory = os.path.join(self.session.session_dir, "cache", f"node-{self._node.id}")
+        job, results = self.session.run(self._node, self._final_materialize(directory), "compute")
+        job.cleanup()
+        schema = next((r.output.schema for r in results if r.output.schema is not None), None)
+        node = L.Materialized(
+            (), self._node.step, partitions=[r.output.partition for r in results], schema=schema
+        )
+        self.session._cache[self._node.id] = node
+        return self
+
+    cache = compute
+
+    def write_parquet(
+        self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"
+    ) -> None:
+        """Write Parquet files under ``path`` (one or more per partition, or a hive layout
+        ``key=value/`` with ``partition_by``). ``mode``: error, overwrite, append, ignore.
+        The output appears complete or not at all."""
+        self._write("parquet", path, partition_by, mode)
+
+    def write_csv(
+        self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"
+    ) -> None:
+        """Write CSV files (with a header row) under ``path``; see :meth:`write_parquet`."""
+        self._write("csv", path, partition_by, mode)
+
+    def write_json(
+        self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"
+    ) -> None:
+        """Write JSON lines files under ``path``; see :meth:`write_parquet`."""
+        self._write("json", path, partition_by, mode)
+
+    def _write(
+        self, fmt: str, path: str, partition_by: str | Sequence[str] | None, mode: str
+    ) -> None:
+        assert fmt in WRITE_FORMATS
+        path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        if not commits.check_destination(path, mode):
+            return
+        keys = _names(partition_by, "partition_by")
+        job = self.session.job(self._node, lambda i, inline: None, f"write_{fmt}")  # type: ignore[arg-type]
+        staging = commits.staging_dir(path, job.job_id)
+        prefix = f"part-{job.job_id}-" if mode == "append" else "part-"
+
+        def sink(index: int, inline: bool) -> WriteSink:
+            directory = os.path.join(staging, f"_task-{index:05d}") if keys else staging
+            return WriteSink(fmt, directory, f"{prefix}{index:05d}", keys)
+
+        job.final_sink = sink
+        try:
+            job.run()
+            os.makedirs(staging, exist_ok=True)
+            commits.commit(staging, path, mode)
+        except BaseException:
+            commits.abort(staging)
+            raise
+        finally:
+            job.cleanup()
+
+
+class GroupedData:
+    """The result of :meth:`DataFrame.groupby`; call :meth:`agg`."""
+
+    def __init__(self, df: DataFrame, keys: list[str]) -> None:
+        self._df = df
+        self._keys = keys
+
+    def agg(self, *exprs: Any, **named: Any) -> DataFrame:
+        """Aggregates as SQL (``"sum(v)"``, ``"max(s) AS top"``), ``{column: func}`` dicts,
+        ``(column, func)`` pairs or ``name=...`` keywords. Known funcs: sum, count, min, max,
+        mean, count_distinct, first, std, var, median, list."""
+        aggs = parse_aggs(exprs, named)
+        step = user_step(f"groupby({self._keys}).agg({', '.join(a.sql for a in aggs)})")
+        node = L.Aggregate((self._df._node,), step, keys=self._keys, aggs=aggs)
+        return self._df._with(node)
+
+    def count(self) -> DataFrame:
+        """Rows per group, in a column ``count``."""
+        return self.agg(count="count(*)")
+
+
+def _label(value: object) -> str:
+    return short_repr(value) if isinstance(value, str) else callable_name(value)
+
+
+def _read_partition(part: PartitionData | None) -> pa.Table:
+    if part is None:
+        return pa.table({})
+    if isinstance(part, TablePartition):
+        return part.table
+    tables = [pq.read_table(f) for f in part.files]
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) != 1 else tables[0]
+
+
+def _batches(part: PartitionData | None, size: int, batch_format: str) -> Iterator[Any]:
+    if part is None:
+        return
+    if isinstance(part, TablePartition):
+        batches = part.table.to_batches(max_chunksize=size)
+    else:
+        batches = (b for f in part.files for b in pq.ParquetFile(f).iter_batches(batch_size=size))
+    for batch in batches:
+        if batch.num_rows:
+            yield batch.to_pandas() if batch_format == "pandas" else batch
+
+
+def _remove_result_files(parts: list[PartitionData | None], session: Session) -> None:
+    """Delete the final files of a collect once read (cached results live elsewhere)."""
+    results = os.path.join(session.session_dir, "results") + os.sep
+    for part in parts:
+        if isinstance(part, FilePartition):
+            for f in part.files:
+                if f.startswith(results):
+                    try:
+                        os.remove(f)
+                    except OSError:
+                        pass

@@ -1,0 +1,278 @@
+"""The session: settings, the engine, the cache of computed DataFrames, and the sources."""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import os
+import shutil
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from millpond.config import SessionConfig
+from millpond.errors import PlanError
+from millpond.execution.engine import Engine, LocalEngine
+from millpond.execution.job import FinalSink, Job, new_job_id
+from millpond.execution.task import TaskResult
+from millpond.io.filesystem import partition_files, resolve_files
+from millpond.io.formats import READ_EXTENSIONS, ScanFormat, duckdb_columns
+from millpond.operators.base import user_step
+from millpond.operators.sql import SqlOp
+from millpond.planning import logical as L
+from millpond.planning.optimizer import optimize
+from millpond.planning.physical import PhysicalPlan
+from millpond.planning.planner import Planner
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from millpond.api.dataframe import DataFrame
+
+log = logging.getLogger("millpond")
+logging.getLogger("millpond").addHandler(logging.NullHandler())
+
+_live_sessions: weakref.WeakSet = weakref.WeakSet()
+
+
+class Session:
+    """A millpond session: where jobs run and where their files go.
+
+    Create it with :func:`millpond.init`; use it as a context manager or call
+    :meth:`shutdown` to stop its worker processes and remove its temporary files.
+    """
+
+    def __init__(self, config: SessionConfig, session_id: str | None = None) -> None:
+        self.config = config
+        self.session_id = session_id or new_job_id()
+        self.session_dir = os.path.join(config.data_root, self.session_id)
+        self.engine: Engine = self._make_engine()
+        self._cache: dict[int, L.Materialized] = {}
+        self._closed = False
+        self.last_job: Job | None = None
+        _live_sessions.add(self)
+
+    def _make_engine(self) -> Engine:
+        if self.config.engine == "ray" or self.config.ray_address:
+            raise NotImplementedError(
+                "the Ray engine is not available yet in this version of millpond; use engine='local'"
+            )
+        return LocalEngine(self.config.num_executors)
+
+    # -- life cycle -----------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop worker processes and remove this session's temporary files. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.engine.shutdown()
+        self._cache.clear()
+        if not self.config.keep_intermediate:
+            shutil.rmtree(self.session_dir, ignore_errors=True)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Session(id={self.session_id!r}, engine={c.engine!r}, num_executors={c.num_executors}, "
+            f"memory_limit={c.memory_limit}, data_root={c.data_root!r})"
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this millpond session has been shut down")
+
+    # -- sources --------------------------------------------------------------
+    def _df(self, node: L.LogicalNode) -> DataFrame:
+        from millpond.api.dataframe import DataFrame
+
+        return DataFrame(self, node)
+
+    def _scan(
+        self,
+        fmt: ScanFormat,
+        paths,
+        recursive: bool,
+        step_label: str,
+        npartitions: int | None = None,
+    ) -> DataFrame:
+        step = user_step(step_label)
+        files = resolve_files(paths, extensions=READ_EXTENSIONS[fmt.name], recursive=recursive)
+        partitions = partition_files(files, npartitions, self._target_partition_bytes(files))
+        return self._df(L.Scan((), step, format=fmt, partitions=partitions))
+
+    def _target_partition_bytes(self, files) -> int:
+        """Aim for two partitions per executor, within [16 MB, target_partition_bytes]."""
+        total = sum(f.size for f in files)
+        per = total // max(1, 2 * self.config.num_executors)
+        return max(16 * 1024 * 1024, min(self.config.target_partition_bytes, per))
+
+    def read_parquet(
+        self,
+        paths: str | Sequence[str],
+        columns: Sequence[str] | None = None,
+        union_by_name: bool = False,
+        hive_partitioning: bool | None = None,
+        recursive: bool = False,
+        npartitions: int | None = None,
+    ) -> DataFrame:
+        """Parquet files: a path, a glob, a directory or a list of them (local or fsspec URLs)."""
+        options = {"union_by_name": union_by_name or None, "hive_partitioning": hive_partitioning}
+        label = f"read_parquet({_describe_paths(paths)})"
+        df = self._scan(ScanFormat("parquet", options), paths, recursive, label, npartitions)
+        return df.select(*columns) if columns else df
+
+    def read_csv(
+        self,
+        paths: str | Sequence[str],
+        schema: pa.Schema | Mapping[str, Any] | None = None,
+        delim: str = ",",
+        header: bool = True,
+        recursive: bool = False,
+        npartitions: int | None = None,
+    ) -> DataFrame:
+        """CSV files; ``schema`` (pyarrow schema or ``{name: type}``) or inferred when omitted."""
+        options: dict[str, object] = {"delim": delim, "header": header}
+        if schema is not None:
+            options["columns"] = duckdb_columns(schema)
+        return self._scan(
+            ScanFormat("csv", options),
+            paths,
+            recursive,
+            f"read_csv({_describe_paths(paths)})",
+            npartitions,
+        )
+
+    def read_json(
+        self,
+        paths: str | Sequence[str],
+        schema: pa.Schema | Mapping[str, Any] | None = None,
+        recursive: bool = False,
+        npartitions: int | None = None,
+    ) -> DataFrame:
+        """JSON lines files (one object per line); ``schema`` optional."""
+        options: dict[str, object] = {}
+        if schema is not None:
+            options["columns"] = duckdb_columns(schema)
+        return self._scan(
+            ScanFormat("json", options),
+            paths,
+            recursive,
+            f"read_json({_describe_paths(paths)})",
+            npartitions,
+        )
+
+    def from_arrow(
+        self, table: pa.Table | pa.RecordBatch | Iterable[pa.Table], npartitions: int | None = None
+    ) -> DataFrame:
+        """An Arrow table (or a list of tables, one partition each)."""
+        step = user_step("from_arrow")
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        tables = [table] if isinstance(table, pa.Table) else list(table)
+        if npartitions is not None and npartitions > 0:
+            whole = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            bounds = [whole.num_rows * i // npartitions for i in range(npartitions + 1)]
+            tables = [whole.slice(bounds[i], bounds[i + 1] - bounds[i]) for i in range(npartitions)]
+        if not tables:
+            raise PlanError("from_arrow() needs at least one table")
+        return self._df(L.InMemory((), step, tables=tables))
+
+    def from_pandas(self, df: pd.DataFrame, npartitions: int | None = None) -> DataFrame:
+        """A pandas DataFrame (its index is dropped)."""
+        return self.from_arrow(pa.Table.from_pandas(df, preserve_index=False), npartitions)
+
+    def from_items(self, items: Iterable[Any], npartitions: int | None = None) -> DataFrame:
+        """Python values: dicts become columns, anything else an ``item`` column."""
+        items = list(items)
+        if items and all(isinstance(i, Mapping) for i in items):
+            table = pa.Table.from_pylist(items)
+        else:
+            table = pa.table({"item": items})
+        return self.from_arrow(table, npartitions)
+
+    def partial_sql(self, query: str, *inputs: DataFrame) -> DataFrame:
+        """DuckDB SQL run on each partition; ``{0}``, ``{1}``… are the inputs' partitions
+        (partition i of every input together). With no inputs the query is a source."""
+        step = user_step(f"partial_sql({query!r})")
+        if not inputs:
+            source = L.InMemory((), step, tables=[pa.table({"__mp_none": pa.array([], pa.int8())})])
+            return self._df(L.Narrow((source,), step, op=SqlOp(query, step)))
+        for df in inputs:
+            if df.session is not self:
+                raise PlanError("partial_sql inputs must belong to the same session")
+        if len(inputs) == 1:
+            return self._df(L.Narrow((inputs[0]._node,), step, op=SqlOp(query, step)))
+        return self._df(L.PartialSql(tuple(df._node for df in inputs), step, template=query))
+
+    # -- planning and running -------------------------------------------------
+    def _with_cache(self, node: L.LogicalNode) -> L.LogicalNode:
+        done: dict[int, L.LogicalNode] = {}
+
+        def visit(n: L.LogicalNode) -> L.LogicalNode:
+            if n.id in self._cache:
+                return self._cache[n.id]
+            if n.id not in done:
+                inputs = tuple(visit(c) for c in n.inputs)
+                done[n.id] = n if inputs == n.inputs else dataclasses.replace(n, inputs=inputs)
+            return done[n.id]
+
+        return visit(node)
+
+    def optimized(self, node: L.LogicalNode) -> L.LogicalNode:
+        return optimize(self._with_cache(node))
+
+    def physical_plan(self, node: L.LogicalNode) -> PhysicalPlan:
+        planner = Planner(
+            self.config.default_shuffle_partitions, broadcast_bytes=self.config.inline_bytes
+        )
+        return planner.build(self.optimized(node))
+
+    def run(
+        self, node: L.LogicalNode, final_sink: FinalSink, description: str
+    ) -> tuple[Job, list[TaskResult]]:
+        """Plan and run ``node``; returns the job and the final stage's results. The caller
+        reads what it needs, then calls ``job.cleanup()``."""
+        job = self.job(node, final_sink, description)
+        try:
+            return job, job.run()
+        except BaseException:
+            job.cleanup()
+            raise
+
+    def job(self, node: L.LogicalNode, final_sink: FinalSink, description: str) -> Job:
+        self._check_open()
+        job = Job(
+            self.physical_plan(node),
+            self.engine,
+            self.config,
+            self.session_dir,
+            final_sink,
+            description,
+        )
+        self.last_job = job
+        return job
+
+
+def _describe_paths(paths: str | Sequence[str]) -> str:
+    if isinstance(paths, (str, os.PathLike)):
+        return repr(os.fspath(paths))
+    paths = list(paths)
+    return repr(paths[0]) + (f", … {len(paths)} paths" if len(paths) > 1 else "")
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for session in list(_live_sessions):
+        try:
+            session.shutdown()
+        except Exception:  # pragma: no cover - best effort at exit
+            pass

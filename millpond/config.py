@@ -1,0 +1,147 @@
+"""Session settings: explicit arguments win over ``MILLPOND_*`` environment variables,
+which win over defaults sized to the machine."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from millpond.common import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RETRY, GB, MB
+
+ENV_PREFIX = "MILLPOND_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def machine_cpus() -> int:
+    """CPUs this process may use (respects affinity masks, e.g. in containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def machine_memory() -> int:
+    """Physical memory in bytes, capped by a cgroup limit when one is set."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                raw = f.read().strip()
+            if raw.isdigit():
+                total = min(total, int(raw))
+        except OSError:
+            continue
+    return total
+
+
+def parse_size(value: str | int | float) -> int:
+    """Parse ``"512MB"``, ``"2GiB"``, ``"1.5g"`` or a plain number of bytes."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = value.strip().lower().replace(" ", "")
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    for suffix in ("ib", "b"):
+        if text.endswith(suffix) and len(text) > len(suffix) and text[-len(suffix) - 1] in units:
+            text = text[: -len(suffix)]
+            break
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text.rstrip("b")))
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(f"{ENV_PREFIX}{name}={value!r}: expected one of {sorted(_TRUE | _FALSE)}")
+
+
+def _default_data_root() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # pragma: no cover - no user database
+        user = str(os.getuid())
+    return os.path.join(tempfile.gettempdir(), f"millpond-{user}")
+
+
+@dataclass
+class SessionConfig:
+    """Everything a session needs to plan and run jobs; see :func:`millpond.init`."""
+
+    data_root: str = field(default_factory=_default_data_root)
+    num_executors: int = field(default_factory=machine_cpus)
+    memory_limit: int = field(default_factory=lambda: int(machine_memory() * 0.8))
+    engine: str = "local"
+    progress: bool | None = None
+    max_retry: int = DEFAULT_MAX_RETRY
+    batch_size: int = DEFAULT_BATCH_SIZE
+    shuffle_partitions: int | None = None
+    inline_bytes: int = 32 * MB
+    target_partition_bytes: int = 256 * MB
+    keep_intermediate: bool = False
+    ray_address: str | None = None
+
+    @property
+    def memory_per_task(self) -> int:
+        """The DuckDB memory budget of one task when every executor is busy."""
+        return max(64 * MB, self.memory_limit // max(1, self.num_executors))
+
+    @property
+    def default_shuffle_partitions(self) -> int:
+        return self.shuffle_partitions or max(8, 2 * self.num_executors)
+
+    @classmethod
+    def resolve(cls, **explicit: object) -> SessionConfig:
+        """Merge explicit arguments (``None`` means unset) over ``MILLPOND_*`` variables."""
+        config = cls()
+        env = os.environ
+        converters = {
+            "data_root": str,
+            "num_executors": int,
+            "memory_limit": parse_size,
+            "engine": str,
+            "progress": lambda v: _parse_bool("PROGRESS", v),
+            "max_retry": int,
+            "batch_size": int,
+            "shuffle_partitions": int,
+            "inline_bytes": parse_size,
+            "target_partition_bytes": parse_size,
+            "keep_intermediate": lambda v: _parse_bool("KEEP_INTERMEDIATE", v),
+            "ray_address": str,
+        }
+        for name, convert in converters.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw not in (None, ""):
+                setattr(config, name, convert(raw))
+        for name, value in explicit.items():
+            if value is None:
+                continue
+            if name not in converters:
+                raise TypeError(f"init() got an unexpected setting {name!r}")
+            if name in ("memory_limit", "inline_bytes", "target_partition_bytes"):
+                value = parse_size(value)  # type: ignore[arg-type]
+            setattr(config, name, value)
+        if config.num_executors < 1:
+            raise ValueError(f"num_executors must be >= 1, got {config.num_executors}")
+        if config.memory_limit < 16 * MB:
+            raise ValueError(f"memory_limit must be at least 16MB, got {config.memory_limit} bytes")
+        if config.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray', got {config.engine!r}")
+        config.data_root = os.path.abspath(os.path.expanduser(config.data_root))
+        return config
+
+
+def describe_size(nbytes: float) -> str:
+    """Human-readable byte count for logs and explain()."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(nbytes) < 1024 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TB"  # pragma: no cover
+
+
+__all__ = ["SessionConfig", "parse_size", "machine_cpus", "machine_memory", "describe_size", "GB"]

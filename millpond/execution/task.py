@@ -1,0 +1,173 @@
+"""One task: read its input partitions, run its operators, write through its sink. The same
+function runs in a worker process or inline in the driver."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from millpond.errors import InputReadError
+from millpond.io.sqltext import quote_ident, quote_string
+from millpond.operators.base import Op, QueryFailure, Step, UserCodeFailure
+from millpond.operators.context import TaskContext
+from millpond.operators.data import (
+    FilePartition,
+    PartitionInput,
+    ScanInput,
+    TablePartition,
+    parquet_files_sql,
+    scan_sql,
+)
+from millpond.operators.sinks import Sink, SinkOutput
+
+
+@dataclass
+class TaskSpec:
+    """Everything a worker needs to run one task; pickled with cloudpickle."""
+
+    job_id: str
+    stage_id: int
+    index: int
+    stage_label: str
+    slots: list[PartitionInput]
+    ops: list[Op]
+    sink: Sink
+    memory_limit: int
+    temp_dir: str
+    batch_size: int
+    threads: int = 1
+    attempt: int = 0
+    sink_step: Step = field(default_factory=lambda: Step("output"))
+
+    @property
+    def name(self) -> str:
+        return f"stage {self.stage_id} task {self.index}"
+
+
+@dataclass
+class TaskResult:
+    stage_id: int
+    index: int
+    output: SinkOutput
+    started: float
+    finished: float
+    pid: int
+    attempt: int = 0
+
+
+class RuntimeContext(TaskContext):
+    """The runtime context user code sees (smallpond's ``RuntimeContext``)."""
+
+
+def _slot_sql(ctx: TaskContext, slot: PartitionInput) -> str:
+    if isinstance(slot, ScanInput):
+        return scan_sql(slot)
+    parts: list[str] = []
+    files = [f for piece in slot.pieces if isinstance(piece, FilePartition) for f in piece.files]
+    tables = [piece.table for piece in slot.pieces if isinstance(piece, TablePartition)]
+    if slot.row_ranges is not None:
+        for path, (start, stop) in zip(files, slot.row_ranges):
+            parts.append(
+                f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({quote_string(path)}, file_row_number = true, hive_partitioning = false) "
+                f"WHERE file_row_number >= {start} AND file_row_number < {stop}"
+            )
+    elif files:
+        parts.append(parquet_files_sql(files))
+    if tables:
+        table = (
+            tables[0]
+            if len(tables) == 1
+            else pa.concat_tables(tables, promote_options="permissive")
+        )
+        parts.append(f"SELECT * FROM {ctx.register(table)}")
+    if not parts:
+        schema = slot.schema if slot.schema is not None else pa.schema([])
+        parts.append(f"SELECT * FROM {ctx.register(schema.empty_table())}")
+    sql = parts[0] if len(parts) == 1 else " UNION ALL BY NAME ".join(f"({p})" for p in parts)
+    if slot.columns is not None:
+        sql = f"SELECT {', '.join(quote_ident(c) for c in slot.columns)} FROM ({sql})"
+    return sql
+
+
+def configure(con: duckdb.DuckDBPyConnection, spec: TaskSpec) -> None:
+    """Give DuckDB the task's budget: threads, memory, and a spill directory."""
+    os.makedirs(spec.temp_dir, exist_ok=True)
+    con.execute(f"SET threads = {max(1, int(spec.threads))}")
+    con.execute(f"SET memory_limit = '{max(16, spec.memory_limit // (1024 * 1024))}MB'")
+    con.execute(f"SET temp_directory = {quote_string(spec.temp_dir)}")
+
+
+def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
+    """Run ``spec`` on a connection; raises QueryFailure / UserCodeFailure / InputReadError for
+    problems with the user's query, code or input, anything else for system failures."""
+    started = time.time()
+    configure(con, spec)
+    cursor = con.cursor()
+    ctx = RuntimeContext(
+        cursor, stage_id=spec.stage_id, task_index=spec.index, batch_size=spec.batch_size
+    )
+    ctx.user_failures = []  # type: ignore[attr-defined]
+    steps = [op.step for op in spec.ops]
+    rel = ""
+    try:
+        try:
+            ctx.slot_sql = [_slot_sql(ctx, slot) for slot in spec.slots]
+            rel = ctx.slot_sql[0]
+            for op in spec.ops:
+                rel = op.apply(ctx, rel)
+            schema = ctx.schema(rel)
+            output = spec.sink.write(ctx, rel, schema)
+        except duckdb.Error as exc:
+            if ctx.user_failures:  # type: ignore[attr-defined]
+                raise ctx.user_failures[0] from None  # type: ignore[attr-defined]
+            bad_input = _find_bad_input(spec, exc)
+            if bad_input is not None:
+                raise bad_input from None
+            if isinstance(exc, (duckdb.IOException, duckdb.OutOfMemoryException)):
+                raise  # the machine's problem, not the query's: retried by the driver
+            raise QueryFailure(
+                str(exc), rel, steps + [spec.sink_step], type(exc).__name__
+            ) from None
+        except (pa.ArrowException, OSError) as exc:
+            bad_input = _find_bad_input(spec, exc)
+            if bad_input is not None:
+                raise bad_input from None
+            raise
+    except (UserCodeFailure, QueryFailure):
+        raise
+    finally:
+        ctx.close()
+        cursor.close()
+    return TaskResult(
+        spec.stage_id, spec.index, output, started, time.time(), os.getpid(), spec.attempt
+    )
+
+
+def _find_bad_input(spec: TaskSpec, exc: BaseException) -> InputReadError | None:
+    """Name the input file behind a read failure (corrupt, truncated, unreadable)."""
+    message = str(exc)
+    scans = [s for s in spec.slots if isinstance(s, ScanInput)]
+    for scan in scans:
+        for path in scan.files:
+            if path in message:
+                return InputReadError(
+                    f"cannot read input file {path!r} ({scan.format.name}): {message}"
+                )
+    for scan in scans:
+        if scan.format.name != "parquet":
+            continue
+        for path in scan.files:
+            if "://" in path:
+                continue
+            try:
+                pq.read_metadata(path)
+            except Exception as probe:
+                return InputReadError(
+                    f"cannot read input file {path!r} (parquet): {probe}; DuckDB said: {message}"
+                )
+    return None

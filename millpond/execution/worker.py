@@ -1,0 +1,111 @@
+"""The worker process: receives pickled tasks over a pipe, runs them on its own DuckDB
+database, sends back results or a description of the failure."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+import cloudpickle
+import duckdb
+
+from millpond.errors import InputReadError
+from millpond.execution.task import TaskSpec, run_task
+from millpond.operators.base import QueryFailure, Step, UserCodeFailure
+
+
+@dataclass
+class Failure:
+    """Why a task failed, in a form that always crosses the process boundary.
+
+    ``kind``: ``user`` (the user's function raised), ``query`` (DuckDB rejected the SQL),
+    ``input`` (an input file is unreadable), ``memory`` (the task's memory budget was
+    exceeded), ``system`` (anything else: retried).
+    """
+
+    kind: str
+    message: str
+    traceback: str = ""
+    exception: bytes | None = None
+    step: Step | None = None
+    steps: list[Step] | None = None
+    query: str = ""
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("system", "memory")
+
+
+def describe_failure(exc: BaseException) -> Failure:
+    """Classify an exception raised by :func:`run_task`."""
+    if isinstance(exc, UserCodeFailure):
+        return Failure("user", str(exc), exc.formatted, _pickled(exc.original), step=exc.step)
+    if isinstance(exc, QueryFailure):
+        kind = "memory" if exc.kind == "OutOfMemoryException" else "query"
+        return Failure(kind, exc.message, steps=exc.steps, query=exc.query)
+    if isinstance(exc, InputReadError):
+        return Failure("input", str(exc), exception=_pickled(exc))
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return Failure("memory", str(exc))
+    return Failure("system", f"{type(exc).__name__}: {exc}", traceback.format_exc(), _pickled(exc))
+
+
+def _pickled(exc: BaseException) -> bytes | None:
+    try:
+        data = cloudpickle.dumps(exc)
+        pickle.loads(data)
+        return data
+    except Exception:
+        return None
+
+
+def execute(payload: bytes, con: duckdb.DuckDBPyConnection) -> bytes:
+    """Run one pickled TaskSpec; always returns a pickled ``("ok", result)`` or ``("error", Failure)``."""
+    try:
+        spec: TaskSpec = cloudpickle.loads(payload)
+    except Exception as exc:
+        failure = Failure(
+            "user",
+            f"the task could not be unpickled in the worker: {type(exc).__name__}: {exc} "
+            "(a function or class it uses cannot be imported there)",
+            traceback.format_exc(),
+        )
+        return cloudpickle.dumps(("error", failure))
+    try:
+        return cloudpickle.dumps(("ok", run_task(spec, con)))
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the driver
+        return cloudpickle.dumps(("error", describe_failure(exc)))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker if the driver goes away while a task is still running."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def worker_main(conn, parent_pid: int) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    con = duckdb.connect()
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        if not payload:
+            break
+        try:
+            conn.send_bytes(execute(payload, con))
+        except (BrokenPipeError, OSError):
+            break
+    con.close()
+    sys.exit(0)

@@ -1,0 +1,1 @@
+"""Input/output: filesystems (local, POSIX mounts, fsspec URLs), file formats, atomic commits."""

@@ -1,0 +1,146 @@
+"""Path resolution over fsspec: every input may be a local path, a mount or a URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import fsspec
+from fsspec.core import split_protocol
+
+from millpond.errors import InputNotFoundError
+
+_GLOB_CHARS = ("*", "?", "[")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One input file and its size in bytes (used to plan balanced partitions)."""
+
+    path: str
+    size: int
+
+
+def is_local(path: str) -> bool:
+    protocol, _ = split_protocol(path)
+    return protocol in (None, "file", "local")
+
+
+def filesystem_for(path: str, storage_options: dict | None = None) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem serving ``path``."""
+    protocol, _ = split_protocol(path)
+    return fsspec.filesystem(protocol or "file", **(storage_options or {}))
+
+
+def _with_protocol(path: str, original: str) -> str:
+    """fsspec drops the protocol from listed paths; put it back so DuckDB sees a URL."""
+    protocol, _ = split_protocol(original)
+    if protocol in (None, "file", "local"):
+        return os.path.abspath(path) if not path.startswith("/") else path
+    if split_protocol(path)[0]:
+        return path
+    return f"{protocol}://{path.lstrip('/') if protocol != 'memory' else path}"
+
+
+def as_path_list(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    result = [os.fspath(p) for p in paths]
+    if not result:
+        raise InputNotFoundError("no input paths were given (an empty list)")
+    return result
+
+
+def resolve_files(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    extensions: tuple[str, ...] = (),
+    recursive: bool = False,
+    storage_options: dict | None = None,
+) -> list[FileInfo]:
+    """Expand lists, globs and directories into files, in a deterministic order.
+
+    A pattern that matches nothing raises :class:`InputNotFoundError` naming the pattern.
+    Directories contribute the files with one of ``extensions`` (all non-hidden files when
+    empty), descending into subdirectories when ``recursive`` (or for hive-style layouts,
+    whose directories contain ``=``).
+    """
+    found: list[FileInfo] = []
+    for pattern in as_path_list(paths):
+        fs = filesystem_for(pattern, storage_options)
+        stripped = fs._strip_protocol(pattern)
+        if any(ch in pattern for ch in _GLOB_CHARS):
+            matches = fs.glob(stripped, detail=True)
+            entries = [
+                (p, info) for p, info in sorted(matches.items()) if info["type"] != "directory"
+            ]
+        elif fs.isdir(stripped):
+            entries = _list_dir(fs, stripped, extensions, recursive)
+        elif fs.exists(stripped):
+            entries = [(stripped, fs.info(stripped))]
+        else:
+            entries = []
+        if not entries:
+            what = "directory has no matching files" if fs.isdir(stripped) else "no such file"
+            if any(ch in pattern for ch in _GLOB_CHARS):
+                what = "the glob matched no files"
+            raise InputNotFoundError(f"input {pattern!r}: {what}")
+        for path, info in entries:
+            found.append(FileInfo(_with_protocol(path, pattern), int(info.get("size") or 0)))
+    return found
+
+
+def _list_dir(fs, root: str, extensions: tuple[str, ...], recursive: bool):
+    maxdepth = None if recursive else 1
+    entries = fs.find(root, maxdepth=maxdepth, detail=True, withdirs=False)
+    if not recursive and not entries:
+        entries = {}
+    if not recursive:
+        # hive-partitioned datasets keep files in key=value subdirectories
+        subdirs = [
+            p
+            for p, i in fs.find(root, maxdepth=1, withdirs=True, detail=True).items()
+            if i["type"] == "directory"
+        ]
+        if subdirs and all("=" in os.path.basename(d.rstrip("/")) for d in subdirs):
+            entries = fs.find(root, detail=True, withdirs=False)
+    result = []
+    for path, info in sorted(entries.items()):
+        name = os.path.basename(path)
+        if name.startswith((".", "_")):
+            continue
+        if extensions and not name.lower().endswith(extensions):
+            continue
+        result.append((path, info))
+    return result
+
+
+def partition_files(
+    files: list[FileInfo], num_partitions: int | None, target_bytes: int
+) -> list[list[FileInfo]]:
+    """Group files into partitions: ``num_partitions`` groups of near-equal size if given,
+    else consecutive groups of about ``target_bytes`` (one file is never split here)."""
+    if not files:
+        return []
+    if num_partitions is None:
+        total = sum(f.size for f in files)
+        num_partitions = max(1, min(len(files), -(-total // max(1, target_bytes))))
+        if all(f.size >= target_bytes // 4 for f in files):
+            num_partitions = len(files)
+    num_partitions = max(1, num_partitions)
+    if num_partitions >= len(files):
+        groups = [[f] for f in files]
+        return groups + [[] for _ in range(num_partitions - len(files))]
+    # contiguous split balancing bytes (keeps file order, so partition order is stable)
+    total = sum(max(1, f.size) for f in files)
+    groups: list[list[FileInfo]] = [[] for _ in range(num_partitions)]
+    acc = 0
+    for index, f in enumerate(files):
+        remaining_files = len(files) - index
+        slot = min(num_partitions - 1, acc * num_partitions // total)
+        # never leave later partitions without a file when files remain to fill them
+        slot = max(slot, num_partitions - remaining_files)
+        groups[slot].append(f)
+        acc += max(1, f.size)
+    return groups

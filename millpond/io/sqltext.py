@@ -1,0 +1,25 @@
+"""Quoting of paths, names and values that reach DuckDB SQL: the one place it is done."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def quote_string(value: str) -> str:
+    """A SQL string literal: ``it's.parquet`` becomes ``'it''s.parquet'``."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier, double quotes doubled inside (``a"b`` is written ``"a""b"``)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def string_list(values: Iterable[str]) -> str:
+    """A DuckDB list literal of strings, e.g. for ``read_parquet([...])``."""
+    return "[" + ", ".join(quote_string(v) for v in values) + "]"
+
+
+def ident_list(names: Iterable[str]) -> str:
+    """Comma-separated quoted identifiers."""
+    return ", ".join(quote_ident(n) for n in names)

@@ -1,0 +1,83 @@
+"""What every operator shares: the user step it came from, and how failures are reported."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where a user defined a step: shown in explain() and in every error about it."""
+
+    label: str
+    origin: str = ""
+    code: str = ""
+
+    def describe(self) -> str:
+        where = f" at {self.origin}" if self.origin else ""
+        code = f"\n    {self.code}" if self.code else ""
+        return f"step {self.label}{where}{code}"
+
+
+def user_step(label: str) -> Step:
+    """The step ``label`` as defined by the innermost caller outside millpond."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_PACKAGE_DIR + os.sep) and "importlib" not in filename:
+            summary = traceback.extract_stack(frame, limit=1)[0]
+            return Step(label, f"{summary.filename}:{summary.lineno}", (summary.line or "").strip())
+        frame = frame.f_back
+    return Step(label)
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def callable_name(fn: object) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None)
+    return str(name or type(fn).__name__)
+
+
+class Op:
+    """An operator of a task's pipeline: turns the current relation (a SELECT) into the next."""
+
+    step: Step
+
+    def apply(self, ctx, rel: str) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    #: "sql" for DuckDB operators, "python" for user functions (explain() shows the mix)
+    runs_in = "sql"
+
+    def __str__(self) -> str:
+        return self.step.label
+
+
+class UserCodeFailure(Exception):
+    """Raised in a worker when the user's function raised; carries what the driver needs to
+    re-raise the original exception with its traceback, the step and the partition."""
+
+    def __init__(self, original: BaseException, step: Step, formatted: str) -> None:
+        super().__init__(f"{type(original).__name__}: {original}")
+        self.original = original
+        self.step = step
+        self.formatted = formatted
+
+
+class QueryFailure(Exception):
+    """Raised in a worker when DuckDB rejected or failed a query of a step."""
+
+    def __init__(self, message: str, query: str, steps: list[Step], kind: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.query = query
+        self.steps = steps
+        self.kind = kind

@@ -1,0 +1,91 @@
+"""The per-task runtime: a DuckDB cursor with the task's budget, view registration, schema
+probes, and the per-process cache of user functions."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+from typing import Any
+
+import cloudpickle
+import duckdb
+import pyarrow as pa
+
+from millpond.io.sqltext import quote_ident
+
+_UDF_CACHE: dict[str, Any] = {}
+_UDF_LOCK = threading.Lock()
+_names = itertools.count()
+
+
+def load_udf(payload: bytes) -> Any:
+    """Unpickle a user function once per process. A class is instantiated here, once, so a
+    model it loads in ``__init__`` is loaded once per worker rather than once per batch."""
+    key = hashlib.sha1(payload).hexdigest()
+    with _UDF_LOCK:
+        obj = _UDF_CACHE.get(key)
+        if obj is None:
+            obj = cloudpickle.loads(payload)
+            if isinstance(obj, type):
+                obj = obj()
+            _UDF_CACHE[key] = obj
+        return obj
+
+
+class TaskContext:
+    """What operators of one task share: the connection, the task's identity and inputs."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        stage_id: int,
+        task_index: int,
+        batch_size: int,
+        slot_sql: list[str] | None = None,
+    ) -> None:
+        self.con = con
+        self.stage_id = stage_id
+        self.task_index = task_index
+        self.batch_size = batch_size
+        self.slot_sql: list[str] = slot_sql or []
+        self._keep_alive: list[Any] = []
+
+    def register(self, data: pa.Table | pa.RecordBatchReader) -> str:
+        """Expose an Arrow table or stream to SQL under a fresh view name."""
+        name = f"__mp_view_{next(_names)}"
+        self.con.register(name, data)
+        self._keep_alive.append(data)
+        return quote_ident(name)
+
+    def columns(self, sql: str) -> list[str]:
+        """Column names of a query, by binding it (nothing is executed)."""
+        return [row[0] for row in self.con.sql(f"DESCRIBE {sql}").fetchall()]
+
+    def schema(self, sql: str) -> pa.Schema:
+        """The Arrow schema a query produces, without executing it: a stream registered
+        under the query must not lose batches to a probe."""
+        rows = self.con.sql(f"DESCRIBE {sql}").fetchall()
+        if not rows:
+            return pa.schema([])
+        select = ", ".join(
+            f"CAST(NULL AS {type_}) AS {quote_ident(name)}" for name, type_, *_ in rows
+        )
+        return self.con.sql(f"SELECT {select} LIMIT 0").to_arrow_table().schema
+
+    def reader(self, sql: str, batch_size: int | None = None) -> pa.RecordBatchReader:
+        """Stream a query's result as Arrow batches, on a cursor of its own so that the
+        consumer may keep using the main connection."""
+        cursor = self.con.cursor()
+        self._keep_alive.append(cursor)
+        return cursor.sql(sql).to_arrow_reader(batch_size or self.batch_size)
+
+    def close(self) -> None:
+        for obj in self._keep_alive:
+            if isinstance(obj, duckdb.DuckDBPyConnection):
+                try:
+                    obj.close()
+                except duckdb.Error:
+                    pass
+        self._keep_alive.clear()

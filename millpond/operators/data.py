@@ -1,0 +1,92 @@
+"""Partitions of data as they travel between stages: files under the job directory, or small
+Arrow tables kept in memory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from millpond.io.formats import ScanFormat
+from millpond.io.sqltext import quote_ident, string_list
+
+
+@dataclass
+class FilePartition:
+    """Part of a partition stored as Parquet files."""
+
+    files: list[str]
+    rows: int
+    nbytes: int
+
+
+@dataclass
+class TablePartition:
+    """Part of a partition held as an Arrow table (small data, or inline execution)."""
+
+    table: pa.Table
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def nbytes(self) -> int:
+        return self.table.nbytes
+
+
+PartitionData = FilePartition | TablePartition
+
+
+@dataclass
+class ScanInput:
+    """A partition that is a group of source files, with what the optimizer pushed into the scan."""
+
+    format: ScanFormat
+    files: list[str]
+    columns: list[str] | None = None
+    predicate: str | None = None
+    limit: int | None = None
+    schema: pa.Schema | None = None
+    nbytes: int = 0
+
+    @property
+    def label(self) -> str:
+        if len(self.files) == 1:
+            return os.path.basename(self.files[0])
+        return f"{len(self.files)} files"
+
+
+@dataclass
+class DataInput:
+    """A partition assembled from pieces that earlier tasks produced."""
+
+    pieces: list[PartitionData]
+    schema: pa.Schema | None
+    columns: list[str] | None = None
+    row_ranges: list[tuple[int, int]] | None = field(default=None)
+
+    @property
+    def label(self) -> str:
+        return f"{len(self.pieces)} pieces"
+
+
+PartitionInput = ScanInput | DataInput
+
+
+def scan_sql(scan: ScanInput) -> str:
+    """The SELECT that reads one scan partition with projection, filter and limit pushed in."""
+    if not scan.files:
+        raise ValueError("empty scan")
+    cols = ", ".join(quote_ident(c) for c in scan.columns) if scan.columns else "*"
+    sql = f"SELECT {cols} FROM {scan.format.table_function(scan.files)}"
+    if scan.predicate:
+        sql += f" WHERE {scan.predicate}"
+    if scan.limit is not None:
+        sql += f" LIMIT {int(scan.limit)}"
+    return sql
+
+
+def parquet_files_sql(files: list[str]) -> str:
+    return f"SELECT * FROM read_parquet({string_list(files)}, union_by_name = true, hive_partitioning = false)"

@@ -1,0 +1,172 @@
+"""Python operators: user functions applied to Arrow batches streamed out of DuckDB and back."""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from millpond.operators.base import Op, Step, UserCodeFailure
+from millpond.operators.context import load_udf
+
+BATCH_FORMATS = ("arrow", "pyarrow", "pandas", "numpy")
+
+
+def to_table(result: Any, step: Step) -> pa.Table | None:
+    """Convert what a user function returned into an Arrow table."""
+    if result is None:
+        return None
+    if isinstance(result, pa.Table):
+        return result
+    if isinstance(result, pa.RecordBatch):
+        return pa.Table.from_batches([result])
+    if isinstance(result, dict):
+        return pa.table(result)
+    if isinstance(result, list):
+        return pa.Table.from_pylist(result)
+    module = type(result).__module__
+    if module.startswith("pandas"):
+        return pa.Table.from_pandas(result, preserve_index=False)
+    if module.startswith("polars"):
+        return result.to_arrow()
+    raise TypeError(
+        f"{step.label} returned {type(result).__name__}; expected a pyarrow Table or RecordBatch, "
+        "a pandas DataFrame, a dict of columns or a list of row dicts"
+    )
+
+
+@dataclass
+class PythonOp(Op):
+    """``map``/``filter``/``flat_map`` over rows, or ``map_batches`` over whole batches."""
+
+    kind: str
+    payload: bytes
+    step: Step
+    batch_size: int | None = None
+    batch_format: str = "arrow"
+    schema: pa.Schema | None = None
+
+    runs_in = "python"
+
+    def apply(self, ctx, rel: str) -> str:
+        fn = load_udf(self.payload)
+        source = ctx.reader(rel, self.batch_size or ctx.batch_size)
+        failures = ctx.user_failures
+        outputs = self._outputs(fn, source)
+
+        def guarded(it: Iterator[pa.Table]) -> Iterator[pa.RecordBatch]:
+            try:
+                for table in it:
+                    yield from table.to_batches()
+            except UserCodeFailure as failure:
+                failures.append(failure)
+                raise
+
+        first = next(outputs, None)
+        schema = self.schema or (
+            first.schema if first is not None else self._empty_schema(fn, source.schema)
+        )
+        tables = itertools.chain([first] if first is not None else [], outputs)
+        casted = (self._conform(t, schema) for t in tables)
+        reader = pa.RecordBatchReader.from_batches(schema, guarded(casted))
+        return f"SELECT * FROM {ctx.register(reader)}"
+
+    def _call(self, fn, arg):
+        try:
+            return fn(arg)
+        except Exception as exc:  # the user's code failed: keep the exception and its traceback
+            raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
+
+    def _outputs(self, fn, source: pa.RecordBatchReader) -> Iterator[pa.Table]:
+        for batch in source:
+            if batch.num_rows == 0:
+                continue
+            if self.kind == "map_batches":
+                yield from self._batch_outputs(fn, batch)
+                continue
+            rows = batch.to_pylist()
+            if self.kind == "filter":
+                mask = [bool(self._call(fn, row)) for row in rows]
+                yield pa.Table.from_batches([batch.filter(pa.array(mask, type=pa.bool_()))])
+            elif self.kind == "map":
+                out = [self._call(fn, row) for row in rows]
+                yield self._rows_table(out)
+            else:  # flat_map
+                out = [item for row in rows for item in (self._call(fn, row) or ())]
+                if out:
+                    yield self._rows_table(out)
+
+    def _rows_table(self, rows: list) -> pa.Table:
+        bad = next((r for r in rows if not isinstance(r, dict)), None)
+        if bad is not None:
+            exc = TypeError(
+                f"{self.step.label}: the function must return dict rows, got {type(bad).__name__}"
+            )
+            raise UserCodeFailure(exc, self.step, "".join(traceback.format_exception_only(exc)))
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
+    def _batch_outputs(self, fn, batch: pa.RecordBatch) -> Iterator[pa.Table]:
+        table = pa.Table.from_batches([batch])
+        if self.batch_format == "pandas":
+            arg: Any = table.to_pandas()
+        elif self.batch_format == "numpy":
+            arg = {
+                name: col.to_numpy(zero_copy_only=False)
+                for name, col in zip(table.column_names, table.columns)
+            }
+        else:
+            arg = table
+        result = self._call(fn, arg)
+        items = self._iterate(result) if isinstance(result, Iterator) else (result,)
+        for item in items:
+            try:
+                out = to_table(item, self.step)
+            except TypeError as exc:
+                raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
+            if out is not None and out.num_rows:
+                yield out
+
+    def _iterate(self, results: Iterator) -> Iterator:
+        """Drive a generator function, attributing its exceptions to the user's step."""
+        while True:
+            try:
+                item = next(results)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
+            yield item
+
+    def _empty_schema(self, fn, input_schema: pa.Schema) -> pa.Schema:
+        """No rows came out, so ask the function what it makes of an empty batch."""
+        if self.kind == "filter":
+            return input_schema
+        if self.kind == "map_batches":
+            try:
+                empty = input_schema.empty_table()
+                arg = empty.to_pandas() if self.batch_format == "pandas" else empty
+                out = to_table(fn(arg), self.step)
+                if out is not None:
+                    return out.schema
+            except Exception:
+                pass
+        return input_schema
+
+    def _conform(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
+        if table.schema.equals(schema):
+            return table
+        try:
+            if set(table.column_names) == set(schema.names):
+                table = table.select(schema.names)
+            return table.cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError) as exc:
+            err = TypeError(
+                f"{self.step.label} returned batches with different schemas: first {schema}, later {table.schema} ({exc})"
+            )
+            raise UserCodeFailure(
+                err, self.step, "".join(traceback.format_exception_only(err))
+            ) from None

@@ -1,0 +1,95 @@
+"""Bucketing for exchanges: which output partition each row goes to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from millpond.io.sqltext import ident_list, quote_ident, quote_string
+from millpond.operators.base import Step
+from millpond.operators.sql import bind
+
+BUCKET_COLUMN = "__mp_bucket"
+
+
+@dataclass
+class HashBucketing:
+    """Rows with equal keys land in the same bucket (group-by, join, distinct, hash repartition)."""
+
+    keys: list[str]
+    n: int
+
+    def describe(self) -> str:
+        return f"hash({', '.join(self.keys)}) into {self.n}"
+
+    def bucketed(self, ctx, rel: str, step: Step) -> str:
+        keys = self.keys or ctx.columns(rel)
+        sql = f"SELECT *, (hash({ident_list(keys)}) % {self.n})::BIGINT AS {BUCKET_COLUMN} FROM ({rel})"
+        return bind(ctx, sql, [step])
+
+
+@dataclass
+class ExprBucketing:
+    """A user SQL expression gives the partition number; out-of-range values are an error."""
+
+    expr: str
+    n: int
+
+    def describe(self) -> str:
+        return f"by {self.expr!r} into {self.n}"
+
+    def bucketed(self, ctx, rel: str, step: Step) -> str:
+        message = quote_string(f"repartition key ({self.expr}) out of range [0, {self.n}): got ")
+        value = f"({self.expr})"
+        sql = (
+            f"SELECT *, CASE WHEN {value} >= 0 AND {value} < {self.n} THEN {value}::BIGINT "
+            f"ELSE error({message} || coalesce(CAST({value} AS VARCHAR), 'NULL')) END AS {BUCKET_COLUMN} "
+            f"FROM ({rel})"
+        )
+        return bind(ctx, sql, [step])
+
+
+@dataclass
+class RandomBucketing:
+    """Rows scattered uniformly; reproducible when a seed is given (one thread per task)."""
+
+    seed: int | None
+    n: int
+
+    def describe(self) -> str:
+        return f"random into {self.n}" + (f" (seed {self.seed})" if self.seed is not None else "")
+
+    def bucketed(self, ctx, rel: str, step: Step) -> str:
+        if self.seed is not None:
+            fraction = ((self.seed * 1_000_003 + ctx.task_index * 7_919) % 1_000_000) / 1_000_000
+            ctx.con.execute(f"SELECT setseed({fraction})").fetchall()
+        return f"SELECT *, floor(random() * {self.n})::BIGINT AS {BUCKET_COLUMN} FROM ({rel})"
+
+
+@dataclass
+class RangeBucketing:
+    """Key ranges in sort order, from boundaries sampled at run time (total-order sort)."""
+
+    key: str
+    descending: bool
+    n: int
+    boundaries: pa.Table | None = None  # one column "b", n-1 values in sort order
+
+    def describe(self) -> str:
+        return f"range of {self.key}{' desc' if self.descending else ''} into {self.n}"
+
+    def bucketed(self, ctx, rel: str, step: Step) -> str:
+        if self.boundaries is None or self.boundaries.num_rows == 0:
+            return f"SELECT *, 0::BIGINT AS {BUCKET_COLUMN} FROM ({rel})"
+        bounds = ctx.register(self.boundaries)
+        op = "<=" if self.descending else ">="
+        key = f"t.{quote_ident(self.key)}"
+        sql = (
+            f"SELECT t.*, CASE WHEN {key} IS NULL THEN {self.n - 1} ELSE coalesce(bd.i, 0) END::BIGINT "
+            f"AS {BUCKET_COLUMN} FROM ({rel}) AS t ASOF LEFT JOIN {bounds} AS bd ON {key} {op} bd.b"
+        )
+        return bind(ctx, sql, [step])
+
+
+Bucketing = HashBucketing | ExprBucketing | RandomBucketing | RangeBucketing

@@ -1,0 +1,179 @@
+"""Sinks: where a task's final relation goes — memory, a file for the next stage, buckets
+for an exchange, a user's output dataset, or just a row count."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from millpond.io.formats import copy_options, file_extension
+from millpond.io.sqltext import quote_ident, quote_string
+from millpond.operators.base import Step
+from millpond.operators.data import FilePartition, PartitionData, TablePartition
+from millpond.operators.shuffle import BUCKET_COLUMN, Bucketing
+
+SAMPLE_ROWS = 1000
+INTERMEDIATE_COMPRESSION = "lz4_raw"
+
+
+@dataclass
+class SinkOutput:
+    """What a sink produced; the driver turns it into the inputs of the next stage."""
+
+    schema: pa.Schema
+    rows: int = 0
+    nbytes: int = 0
+    partition: PartitionData | None = None
+    buckets: dict[int, PartitionData] = field(default_factory=dict)
+    sample: pa.Table | None = None
+    written: list[str] = field(default_factory=list)
+
+
+def _file_partition(paths: list[str], rows: int) -> FilePartition:
+    return FilePartition(paths, rows, sum(os.path.getsize(p) for p in paths))
+
+
+@dataclass
+class MaterializeSink:
+    """Keep the partition for a later stage or an action: a Parquet file, or an Arrow table
+    when ``path`` is None (inline execution). Optionally samples a sort key."""
+
+    path: str | None = None
+    sample_column: str | None = None
+
+    def describe(self) -> str:
+        return "materialize" if self.path else "collect"
+
+    def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
+        if self.path is None:
+            table = ctx.con.sql(rel).to_arrow_table()
+            out = SinkOutput(
+                schema=table.schema,
+                rows=table.num_rows,
+                nbytes=table.nbytes,
+                partition=TablePartition(table),
+            )
+            if self.sample_column is not None and table.num_rows:
+                rng = np.random.default_rng(ctx.task_index)
+                idx = rng.choice(
+                    table.num_rows, size=min(SAMPLE_ROWS, table.num_rows), replace=False
+                )
+                out.sample = table.select([self.sample_column]).take(pa.array(np.sort(idx)))
+            return out
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        opts = copy_options("parquet", compression=INTERMEDIATE_COMPRESSION)
+        rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(self.path)} {opts}").fetchall()[0][0]
+        out = SinkOutput(schema=schema, rows=rows, partition=_file_partition([self.path], rows))
+        out.nbytes = out.partition.nbytes
+        if self.sample_column is not None and rows:
+            column = quote_ident(self.sample_column)
+            out.sample = ctx.con.sql(
+                f"SELECT {column} FROM read_parquet({quote_string(self.path)}) USING SAMPLE {SAMPLE_ROWS} ROWS"
+            ).to_arrow_table()
+        return out
+
+
+@dataclass
+class BucketSink:
+    """Split the partition into buckets for a hash/range/random exchange."""
+
+    bucketing: Bucketing
+    step: Step
+    directory: str | None = None  # None: keep buckets in memory
+
+    def describe(self) -> str:
+        return f"exchange {self.bucketing.describe()}"
+
+    def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
+        bucketed = self.bucketing.bucketed(ctx, rel, self.step)
+        if self.directory is None:
+            table = ctx.con.sql(bucketed).to_arrow_table()
+            return self._split_in_memory(table, schema)
+        os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+        opts = copy_options(
+            "parquet", compression=INTERMEDIATE_COMPRESSION, partition_by=[BUCKET_COLUMN]
+        )
+        rows = ctx.con.execute(
+            f"COPY ({bucketed}) TO {quote_string(self.directory)} {opts}"
+        ).fetchall()[0][0]
+        out = SinkOutput(schema=schema, rows=rows)
+        if not os.path.isdir(self.directory):
+            return out
+        for entry in os.listdir(self.directory):
+            if not entry.startswith(BUCKET_COLUMN + "="):
+                continue
+            bucket = int(entry.split("=", 1)[1])
+            folder = os.path.join(self.directory, entry)
+            files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+            part = _file_partition(files, -1)
+            out.buckets[bucket] = part
+            out.nbytes += part.nbytes
+        return out
+
+    def _split_in_memory(self, table: pa.Table, schema: pa.Schema) -> SinkOutput:
+        out = SinkOutput(schema=schema, rows=table.num_rows, nbytes=table.nbytes)
+        if table.num_rows == 0:
+            return out
+        buckets = table.column(BUCKET_COLUMN)
+        order = pc.sort_indices(buckets)
+        ordered = table.take(order).drop_columns([BUCKET_COLUMN])
+        counts = np.bincount(buckets.to_numpy(), minlength=self.bucketing.n)
+        start = 0
+        for bucket, count in enumerate(counts):
+            if count:
+                out.buckets[bucket] = TablePartition(ordered.slice(start, int(count)))
+                start += int(count)
+        return out
+
+
+@dataclass
+class WriteSink:
+    """Write the partition into a user's output dataset (staging directory of the job)."""
+
+    format: str
+    directory: str
+    basename: str
+    partition_by: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        by = f" partitioned by {self.partition_by}" if self.partition_by else ""
+        return f"write {self.format}{by}"
+
+    def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
+        os.makedirs(self.directory, exist_ok=True)
+        if self.partition_by:
+            opts = copy_options(self.format, partition_by=self.partition_by)[:-1]
+            opts += f", FILENAME_PATTERN {quote_string(self.basename + '_{i}')})"
+            target = self.directory
+        else:
+            opts = copy_options(self.format)
+            target = os.path.join(self.directory, self.basename + file_extension(self.format))
+        rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(target)} {opts}").fetchall()[0][0]
+        written = []
+        for root, _dirs, files in os.walk(self.directory):
+            written += [os.path.join(root, f) for f in files if f.startswith(self.basename)]
+        return SinkOutput(
+            schema=schema,
+            rows=rows,
+            nbytes=sum(os.path.getsize(p) for p in written),
+            written=written,
+        )
+
+
+@dataclass
+class CountSink:
+    """Only the number of rows (``count()``)."""
+
+    def describe(self) -> str:
+        return "count"
+
+    def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
+        rows = ctx.con.sql(f"SELECT count(*) FROM ({rel})").fetchall()[0][0]
+        return SinkOutput(schema=schema, rows=rows)
+
+
+Sink = MaterializeSink | BucketSink | WriteSink | CountSink

@@ -1,0 +1,179 @@
+"""SQL operators: every relational step runs as DuckDB SQL over the partition."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+
+from millpond.io.sqltext import ident_list, quote_ident
+from millpond.operators.base import Op, QueryFailure, Step
+
+_PLACEHOLDER = re.compile(r"\{(\d+)\}")
+
+
+def render_template(template: str, inputs: Sequence[str]) -> str:
+    """Replace ``{0}``, ``{1}``… with the input relations as subqueries. Only numbered
+    placeholders are touched, so SQL with braces (struct literals) passes through."""
+
+    def substitute(match: re.Match) -> str:
+        index = int(match.group(1))
+        if index >= len(inputs):
+            raise IndexError(
+                f"the query refers to {{{index}}} but the step has {len(inputs)} input(s)"
+            )
+        return f"({inputs[index]})"
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+def placeholder_count(template: str) -> int:
+    found = [int(m) for m in _PLACEHOLDER.findall(template)]
+    return max(found) + 1 if found else 0
+
+
+def bind(ctx, sql: str, steps: list[Step]) -> str:
+    """Bind a query now, so a mistake is reported against the step that made it."""
+    try:
+        ctx.con.sql(sql)
+    except duckdb.Error as exc:
+        raise QueryFailure(str(exc), sql, steps, type(exc).__name__) from None
+    return sql
+
+
+@dataclass
+class SqlOp(Op):
+    """A SQL template over ``{0}`` (the partition) and optional extra slots ``{1}``…"""
+
+    template: str
+    step: Step
+    slots: list[int] = field(default_factory=list)
+    predicate: str | None = None  # set for a plain filter, so the optimizer can push it into a scan
+
+    def apply(self, ctx, rel: str) -> str:
+        inputs = [rel] + [ctx.slot_sql[i] for i in self.slots]
+        try:
+            sql = render_template(self.template, inputs)
+        except IndexError as exc:
+            raise QueryFailure(str(exc), self.template, [self.step], "PlanError") from None
+        return bind(ctx, sql, [self.step])
+
+
+@dataclass
+class WithColumnOp(Op):
+    """Add a column, or replace one in place, from a SQL expression."""
+
+    name: str
+    expr: str
+    step: Step
+
+    def apply(self, ctx, rel: str) -> str:
+        columns = ctx.columns(rel)
+        if self.name in columns:
+            sql = f"SELECT * REPLACE (({self.expr}) AS {quote_ident(self.name)}) FROM ({rel})"
+        else:
+            sql = f"SELECT *, ({self.expr}) AS {quote_ident(self.name)} FROM ({rel})"
+        return bind(ctx, sql, [self.step])
+
+
+@dataclass
+class ColumnsOp(Op):
+    """select / drop / rename, checked against the real columns so a typo names the column."""
+
+    step: Step
+    select: list[str] | None = None
+    drop: list[str] | None = None
+    rename: dict[str, str] | None = None
+
+    def apply(self, ctx, rel: str) -> str:
+        columns = ctx.columns(rel)
+        wanted = list(self.select or []) + list(self.drop or []) + list(self.rename or {})
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            raise QueryFailure(
+                f"column(s) {missing} not found; the input has columns {columns}",
+                rel,
+                [self.step],
+                "BinderException",
+            )
+        if self.select is not None:
+            sql = f"SELECT {ident_list(self.select)} FROM ({rel})"
+        elif self.drop is not None:
+            keep = [c for c in columns if c not in set(self.drop)]
+            sql = f"SELECT {ident_list(keep)} FROM ({rel})"
+        else:
+            parts = [
+                f"{quote_ident(c)} AS {quote_ident(self.rename[c])}"
+                if c in self.rename
+                else quote_ident(c)
+                for c in columns
+            ]
+            sql = f"SELECT {', '.join(parts)} FROM ({rel})"
+        return bind(ctx, sql, [self.step])
+
+
+@dataclass
+class JoinOp(Op):
+    """Join the partition (left) with slot ``right_slot``: both hold the same key range."""
+
+    how: str
+    left_on: list[str]
+    right_on: list[str]
+    suffix: str
+    step: Step
+    right_slot: int = 1
+
+    def apply(self, ctx, rel: str) -> str:
+        right = ctx.slot_sql[self.right_slot]
+        left_cols = ctx.columns(rel)
+        right_cols = ctx.columns(right)
+        for side, keys, cols in (
+            ("left", self.left_on, left_cols),
+            ("right", self.right_on, right_cols),
+        ):
+            missing = [k for k in keys if k not in cols]
+            if missing:
+                raise QueryFailure(
+                    f"join key(s) {missing} not found in the {side} input, which has columns {cols}",
+                    rel if side == "left" else right,
+                    [self.step],
+                    "BinderException",
+                )
+        cond = " AND ".join(
+            f"l.{quote_ident(a)} = r.{quote_ident(b)}" for a, b in zip(self.left_on, self.right_on)
+        )
+        if self.how in ("semi", "anti"):
+            sql = f"SELECT l.* FROM ({rel}) AS l {self.how.upper()} JOIN ({right}) AS r ON {cond}"
+            return bind(ctx, sql, [self.step])
+        same_keys = self.left_on == self.right_on
+        select: list[str] = []
+        taken = set()
+        for c in left_cols:
+            if same_keys and c in self.left_on and self.how in ("right", "outer"):
+                expr = f"coalesce(l.{quote_ident(c)}, r.{quote_ident(c)})"
+                if self.how == "right":
+                    expr = f"r.{quote_ident(c)}"
+                select.append(f"{expr} AS {quote_ident(c)}")
+            else:
+                select.append(f"l.{quote_ident(c)}")
+            taken.add(c)
+        for c in right_cols:
+            if same_keys and c in self.right_on:
+                continue
+            name = c if c not in taken else c + self.suffix
+            select.append(f"r.{quote_ident(c)} AS {quote_ident(name)}")
+            taken.add(name)
+        join = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "outer": "FULL OUTER"}[self.how]
+        sql = f"SELECT {', '.join(select)} FROM ({rel}) AS l {join} JOIN ({right}) AS r ON {cond}"
+        return bind(ctx, sql, [self.step])
+
+
+@dataclass
+class LimitOp(Op):
+    n: int
+    step: Step
+
+    def apply(self, ctx, rel: str) -> str:
+        return f"SELECT * FROM ({rel}) LIMIT {int(self.n)}"

@@ -1,0 +1,179 @@
+"""The logical plan: an immutable DAG of what the user asked for, built lazily by DataFrame
+methods. Nodes know their inputs and the user step that made them; nothing here runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from millpond.io.filesystem import FileInfo
+from millpond.io.formats import ScanFormat
+from millpond.operators.base import Op, Step
+from millpond.operators.data import PartitionData
+from millpond.planning.aggregates import AggSpec
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class LogicalNode:
+    """A node of the logical plan. Identity matters: the session caches results per node."""
+
+    inputs: tuple[LogicalNode, ...]
+    step: Step
+    id: int = field(default_factory=lambda: next(_ids), init=False)
+
+    def label(self) -> str:
+        return self.step.label
+
+    def replace(self, **changes) -> LogicalNode:
+        """A copy with some fields changed (and a new identity)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(eq=False)
+class Scan(LogicalNode):
+    """Files of one format, grouped into partitions; the optimizer pushes work into it."""
+
+    format: ScanFormat = field(default_factory=lambda: ScanFormat("parquet"))
+    partitions: list[list[FileInfo]] = field(default_factory=list)
+    columns: list[str] | None = None
+    predicate: str | None = None
+    limit: int | None = None
+
+    def label(self) -> str:
+        files = [f for p in self.partitions for f in p]
+        nbytes = sum(f.size for f in files)
+        parts = [
+            f"scan {self.format.name}: {len(files)} file(s), {_size(nbytes)}, {len(self.partitions)} partition(s)"
+        ]
+        if self.columns is not None:
+            parts.append(f"columns={self.columns}")
+        if self.predicate:
+            parts.append(f"filter=({self.predicate})")
+        if self.limit is not None:
+            parts.append(f"limit={self.limit}")
+        if len(files) == 1:
+            parts.append(os.path.basename(files[0].path))
+        return " ".join(parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.size for p in self.partitions for f in p)
+
+
+@dataclass(eq=False)
+class InMemory(LogicalNode):
+    """Arrow tables given by the user (from_arrow / from_pandas / from_items), one per partition."""
+
+    tables: list[pa.Table] = field(default_factory=list)
+
+    def label(self) -> str:
+        rows = sum(t.num_rows for t in self.tables)
+        return f"{self.step.label}: {rows} rows in {len(self.tables)} partition(s)"
+
+
+@dataclass(eq=False)
+class Materialized(LogicalNode):
+    """The computed result of another node (``compute()``), reused instead of recomputed."""
+
+    partitions: list[PartitionData] = field(default_factory=list)
+    schema: pa.Schema | None = None
+
+    def label(self) -> str:
+        rows = sum(max(0, p.rows) for p in self.partitions)
+        return f"cached result: {rows} rows in {len(self.partitions)} partition(s)"
+
+
+@dataclass(eq=False)
+class Narrow(LogicalNode):
+    """A per-partition operator (SQL or Python) over one input."""
+
+    op: Op | None = None
+
+
+@dataclass(eq=False)
+class PartialSql(LogicalNode):
+    """``partial_sql`` over several inputs: partition i of each input is joined in one query."""
+
+    template: str = ""
+
+
+@dataclass(eq=False)
+class Repartition(LogicalNode):
+    """Change the partitioning: by files, rows, hash of columns, an SQL expression, or random."""
+
+    n: int = 1
+    mode: str = "files"  # files | rows | hash | expr | random
+    keys: list[str] = field(default_factory=list)
+    expr: str | None = None
+    seed: int | None = None
+
+
+@dataclass(eq=False)
+class Aggregate(LogicalNode):
+    keys: list[str] = field(default_factory=list)
+    aggs: list[AggSpec] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Join(LogicalNode):
+    left_on: list[str] = field(default_factory=list)
+    right_on: list[str] = field(default_factory=list)
+    how: str = "inner"
+    suffix: str = "_right"
+
+
+@dataclass(eq=False)
+class Sort(LogicalNode):
+    by: list[str] = field(default_factory=list)
+    descending: list[bool] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Distinct(LogicalNode):
+    subset: list[str] | None = None
+
+
+@dataclass(eq=False)
+class Union(LogicalNode):
+    pass
+
+
+@dataclass(eq=False)
+class Limit(LogicalNode):
+    n: int = 0
+
+
+def _size(nbytes: int) -> str:
+    from millpond.config import describe_size
+
+    return describe_size(nbytes)
+
+
+def walk(node: LogicalNode) -> list[LogicalNode]:
+    """Nodes in dependency order (inputs before the nodes that use them), each once."""
+    seen: dict[int, LogicalNode] = {}
+
+    def visit(n: LogicalNode) -> None:
+        if n.id in seen:
+            return
+        for child in n.inputs:
+            visit(child)
+        seen[n.id] = n
+
+    visit(node)
+    return list(seen.values())
+
+
+def render_tree(node: LogicalNode, indent: str = "") -> str:
+    """The plan as an indented tree, root first, with where each step was defined."""
+    where = f"   [{node.step.origin}]" if node.step.origin else ""
+    lines = [f"{indent}{node.label()}{where}"]
+    for child in node.inputs:
+        lines.append(render_tree(child, indent + "  "))
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""The physical plan: stages of identical tasks. Within a stage, consecutive per-partition
+steps are fused into one task; stages meet at exchanges (shuffle, gather, regroup)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from millpond.operators.base import Op, Step
+from millpond.operators.data import DataInput, PartitionInput, ScanInput
+from millpond.operators.shuffle import Bucketing
+
+
+@dataclass
+class SourceSlot:
+    """A slot fed directly by source partitions (files or in-memory tables)."""
+
+    partitions: list[PartitionInput]
+    broadcast: bool = False  # the same single partition goes to every task
+
+    @property
+    def estimated_partitions(self) -> int:
+        return 1 if self.broadcast else len(self.partitions)
+
+    def estimated_bytes(self) -> int:
+        total = 0
+        for p in self.partitions:
+            if isinstance(p, ScanInput):
+                total += p.nbytes
+            elif isinstance(p, DataInput):
+                total += sum(max(0, piece.nbytes) for piece in p.pieces)
+        return total
+
+    def describe(self) -> str:
+        kinds = {type(p).__name__ for p in self.partitions}
+        what = "scan" if kinds == {"ScanInput"} else "data"
+        return (
+            f"{'broadcast ' if self.broadcast else ''}{what} of {len(self.partitions)} partition(s)"
+        )
+
+
+@dataclass
+class StageSlot:
+    """A slot fed by earlier stages through an exchange.
+
+    kinds: ``one_to_one`` (partition i of the producer), ``buckets`` (bucket i of every
+    producer task; ``coalesce`` lets adjacent small buckets share a task), ``gather`` (all
+    into one), ``regroup`` (the producer's pieces spread over ``n`` partitions), ``rows``
+    (rows split evenly over ``n``), ``concat`` (partitions of several producers in order).
+    """
+
+    kind: str
+    stages: list[int]
+    n: int | None = None
+    coalesce: bool = False
+
+    def describe(self) -> str:
+        src = ", ".join(f"stage {s}" for s in self.stages)
+        extra = f" into {self.n}" if self.n else ""
+        coalesce = " (adaptive)" if self.coalesce else ""
+        return f"{self.kind} from {src}{extra}{coalesce}"
+
+
+Slot = SourceSlot | StageSlot
+
+
+@dataclass
+class Stage:
+    """Tasks that run the same operators over different partitions."""
+
+    id: int
+    slots: list[Slot]
+    ops: list[Op]
+    sink_kind: str  # "materialize" | "buckets" | "final"
+    bucketing: Bucketing | None = None
+    bucket_step: Step | None = None
+    sample_column: str | None = None
+    limit_rows: int | None = None  # stop scheduling once the first partitions hold this many rows
+    estimated_partitions: int = 1
+    range_from: int | None = None  # stage whose samples give the range boundaries
+
+    def describe_ops(self) -> str:
+        names = [op.step.label for op in self.ops]
+        return " → ".join(names) if names else "(pass-through)"
+
+
+@dataclass
+class PhysicalPlan:
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def final(self) -> Stage:
+        return self.stages[-1]
+
+    def consumers(self, stage_id: int) -> list[Stage]:
+        return [
+            s
+            for s in self.stages
+            if any(isinstance(sl, StageSlot) and stage_id in sl.stages for sl in s.slots)
+        ]

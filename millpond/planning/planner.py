@@ -1,0 +1,263 @@
+"""Turn an optimized logical plan into stages: fuse per-partition steps, cut at exchanges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from millpond.errors import PlanError
+from millpond.io.sqltext import ident_list, quote_ident
+from millpond.operators.base import Op, Step
+from millpond.operators.data import DataInput, ScanInput, TablePartition
+from millpond.operators.shuffle import (
+    ExprBucketing,
+    HashBucketing,
+    RandomBucketing,
+    RangeBucketing,
+)
+from millpond.operators.sql import JoinOp, LimitOp, SqlOp
+from millpond.planning import logical as L
+from millpond.planning.physical import PhysicalPlan, Slot, SourceSlot, Stage, StageSlot
+
+
+@dataclass
+class Fragment:
+    """A stage under construction: its input slots and the fused operators so far."""
+
+    slots: list[Slot]
+    ops: list[Op] = field(default_factory=list)
+    partitions: int = 1
+
+    @property
+    def is_bare_source(self) -> bool:
+        return not self.ops and len(self.slots) == 1 and isinstance(self.slots[0], SourceSlot)
+
+
+class Planner:
+    """Builds a :class:`PhysicalPlan`; ``shuffle_partitions`` buckets per exchange and
+    ``broadcast_bytes`` the largest source joined without a shuffle."""
+
+    def __init__(self, shuffle_partitions: int, broadcast_bytes: int) -> None:
+        self.shuffle_partitions = shuffle_partitions
+        self.broadcast_bytes = broadcast_bytes
+        self.plan = PhysicalPlan()
+
+    def build(self, root: L.LogicalNode) -> PhysicalPlan:
+        fragment = self.fragment(root)
+        self.close(fragment, "final")
+        return self.plan
+
+    # -- stages -------------------------------------------------------------
+    def close(self, fragment: Fragment, sink_kind: str, **options) -> int:
+        stage = Stage(
+            id=len(self.plan.stages),
+            slots=fragment.slots,
+            ops=fragment.ops,
+            sink_kind=sink_kind,
+            estimated_partitions=fragment.partitions,
+            **options,
+        )
+        self.plan.stages.append(stage)
+        return stage.id
+
+    def exchange(
+        self, fragment: Fragment, kind: str, *, n: int | None = None, coalesce: bool = False, **sink
+    ) -> Fragment:
+        sink_kind = "buckets" if "bucketing" in sink else "materialize"
+        stage_id = self.close(fragment, sink_kind, **sink)
+        partitions = {"one_to_one": fragment.partitions, "gather": 1}.get(
+            kind, n or fragment.partitions
+        )
+        return Fragment(
+            [StageSlot(kind, [stage_id], n=n, coalesce=coalesce)], partitions=partitions
+        )
+
+    def shuffle(self, fragment: Fragment, bucketing, step: Step, coalesce: bool) -> Fragment:
+        return self.exchange(
+            fragment,
+            "buckets",
+            n=bucketing.n,
+            coalesce=coalesce,
+            bucketing=bucketing,
+            bucket_step=step,
+        )
+
+    # -- nodes --------------------------------------------------------------
+    def fragment(self, node: L.LogicalNode) -> Fragment:
+        method = getattr(self, "_" + type(node).__name__.lower(), None)
+        if method is None:
+            raise PlanError(f"no physical plan for {type(node).__name__}")
+        return method(node)
+
+    def _scan(self, node: L.Scan) -> Fragment:
+        parts = [
+            ScanInput(
+                node.format,
+                [f.path for f in files],
+                columns=node.columns,
+                predicate=node.predicate,
+                limit=node.limit,
+                nbytes=sum(f.size for f in files),
+            )
+            if files
+            else DataInput([], None)
+            for files in node.partitions
+        ]
+        return Fragment([SourceSlot(parts)], partitions=len(parts))
+
+    def _inmemory(self, node: L.InMemory) -> Fragment:
+        parts = [DataInput([TablePartition(t)], t.schema) for t in node.tables]
+        return Fragment([SourceSlot(parts)], partitions=len(parts))
+
+    def _materialized(self, node: L.Materialized) -> Fragment:
+        parts = [DataInput([p], node.schema) for p in node.partitions]
+        return Fragment([SourceSlot(parts)], partitions=len(parts))
+
+    def _narrow(self, node: L.Narrow) -> Fragment:
+        fragment = self.fragment(node.inputs[0])
+        fragment.ops.append(node.op)
+        return fragment
+
+    def _partialsql(self, node: L.PartialSql) -> Fragment:
+        fragment = self.fragment(node.inputs[0])
+        slots = []
+        for extra in node.inputs[1:]:
+            other = self.fragment(extra)
+            if not (not other.ops and len(other.slots) == 1):
+                other = self.exchange(other, "one_to_one")
+            fragment.slots.append(other.slots[0])
+            slots.append(len(fragment.slots) - 1)
+        fragment.ops.append(SqlOp(node.template, node.step, slots=slots))
+        return fragment
+
+    def _repartition(self, node: L.Repartition) -> Fragment:
+        fragment = self.fragment(node.inputs[0])
+        if node.mode == "files":
+            return self.exchange(fragment, "regroup", n=node.n)
+        if node.mode == "rows":
+            return self.exchange(fragment, "rows", n=node.n)
+        if node.mode == "hash":
+            return self.shuffle(
+                fragment, HashBucketing(node.keys, node.n), node.step, coalesce=False
+            )
+        if node.mode == "expr":
+            return self.shuffle(
+                fragment, ExprBucketing(node.expr or "0", node.n), node.step, coalesce=False
+            )
+        out = self.shuffle(fragment, RandomBucketing(node.seed, node.n), node.step, coalesce=False)
+        out.ops.append(SqlOp("SELECT * FROM {0} ORDER BY random()", node.step))
+        return out
+
+    def _aggregate(self, node: L.Aggregate) -> Fragment:
+        fragment = self.fragment(node.inputs[0])
+        keys = ident_list(node.keys)
+        group_by = f" GROUP BY {keys}" if node.keys else ""
+        select_keys = f"{keys}, " if node.keys else ""
+        decomposable = all(a.func for a in node.aggs)
+        if decomposable:
+            partial = [p for i, a in enumerate(node.aggs) for p in a.partial(i)]
+            fragment.ops.append(
+                SqlOp(
+                    f"SELECT {select_keys}{', '.join(partial)} FROM {{0}}{group_by}",
+                    Step(f"partial {node.step.label}", node.step.origin, node.step.code),
+                )
+            )
+            final = [a.final(i) for i, a in enumerate(node.aggs)]
+        else:
+            final = [f"{a.sql} AS {quote_ident(a.alias)}" for a in node.aggs]
+        if node.keys:
+            out = self.shuffle(
+                fragment,
+                HashBucketing(node.keys, self.shuffle_partitions),
+                node.step,
+                coalesce=True,
+            )
+        else:
+            out = self.exchange(fragment, "gather")
+        out.ops.append(
+            SqlOp(f"SELECT {select_keys}{', '.join(final)} FROM {{0}}{group_by}", node.step)
+        )
+        return out
+
+    def _distinct(self, node: L.Distinct) -> Fragment:
+        fragment = self.fragment(node.inputs[0])
+        if node.subset:
+            sql = f"SELECT DISTINCT ON ({ident_list(node.subset)}) * FROM {{0}}"
+        else:
+            sql = "SELECT DISTINCT * FROM {0}"
+        fragment.ops.append(
+            SqlOp(sql, Step(f"partial {node.step.label}", node.step.origin, node.step.code))
+        )
+        out = self.shuffle(
+            fragment,
+            HashBucketing(node.subset or [], self.shuffle_partitions),
+            node.step,
+            coalesce=True,
+        )
+        out.ops.append(SqlOp(sql, node.step))
+        return out
+
+    def _join(self, node: L.Join) -> Fragment:
+        left = self.fragment(node.inputs[0])
+        right = self.fragment(node.inputs[1])
+        op = JoinOp(node.how, node.left_on, node.right_on, node.suffix, node.step)
+        if right.is_bare_source and node.how in ("inner", "left", "semi", "anti"):
+            source = right.slots[0]
+            if source.estimated_bytes() <= self.broadcast_bytes and all(
+                isinstance(p, DataInput) or p.nbytes for p in source.partitions
+            ):
+                pieces = [
+                    piece
+                    for p in source.partitions
+                    if isinstance(p, DataInput)
+                    for piece in p.pieces
+                ]
+                scans = [p for p in source.partitions if isinstance(p, ScanInput)]
+                if not scans:
+                    schema = next(
+                        (p.schema for p in source.partitions if p.schema is not None), None
+                    )
+                    left.slots.append(SourceSlot([DataInput(pieces, schema)], broadcast=True))
+                    op.right_slot = len(left.slots) - 1
+                    left.ops.append(op)
+                    return left
+        n = self.shuffle_partitions
+        left_out = self.shuffle(left, HashBucketing(node.left_on, n), node.step, coalesce=True)
+        right_out = self.shuffle(right, HashBucketing(node.right_on, n), node.step, coalesce=True)
+        fragment = Fragment(left_out.slots + right_out.slots, partitions=n)
+        fragment.ops.append(op)
+        return fragment
+
+    def _sort(self, node: L.Sort) -> Fragment:
+        fragment = self.fragment(node.inputs[0])
+        order = ", ".join(
+            f"{quote_ident(c)} {'DESC' if d else 'ASC'} NULLS LAST"
+            for c, d in zip(node.by, node.descending)
+        )
+        sampled = self.close(fragment, "materialize", sample_column=node.by[0])
+        n = max(1, fragment.partitions)
+        ranged = Fragment([StageSlot("one_to_one", [sampled])], partitions=fragment.partitions)
+        bucketing = RangeBucketing(node.by[0], node.descending[0], n)
+        out = self.exchange(
+            ranged, "buckets", n=n, bucketing=bucketing, bucket_step=node.step, range_from=sampled
+        )
+        out.ops.append(SqlOp(f"SELECT * FROM {{0}} ORDER BY {order}", node.step))
+        return out
+
+    def _union(self, node: L.Union) -> Fragment:
+        fragments = [self.fragment(child) for child in node.inputs]
+        if all(f.is_bare_source and not f.slots[0].broadcast for f in fragments):
+            parts = [p for f in fragments for p in f.slots[0].partitions]
+            return Fragment([SourceSlot(parts)], partitions=len(parts))
+        stages = [self.close(f, "materialize") for f in fragments]
+        return Fragment(
+            [StageSlot("concat", stages)], partitions=sum(f.partitions for f in fragments)
+        )
+
+    def _limit(self, node: L.Limit) -> Fragment:
+        fragment = self.fragment(node.inputs[0])
+        fragment.ops.append(LimitOp(node.n, node.step))
+        if fragment.partitions <= 1:
+            return fragment
+        out = self.exchange(fragment, "gather", limit_rows=node.n)
+        out.ops.append(LimitOp(node.n, node.step))
+        return out
