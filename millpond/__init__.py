@@ -40,13 +40,17 @@ def init(
     max_retry: int | None = None,
     shuffle_partitions: int | None = None,
     keep_intermediate: bool | None = None,
+    inline_bytes: int | str | None = None,
+    batch_size: int | None = None,
     **smallpond_options: object,
 ) -> Session:
     """Start a session on the embedded engine (no services needed).
 
     Every setting may also come from a ``MILLPOND_<NAME>`` environment variable (e.g.
     ``MILLPOND_DATA_ROOT``, ``MILLPOND_NUM_EXECUTORS``, ``MILLPOND_MEMORY_LIMIT=8GB``);
-    explicit arguments win. ``num_cpus`` is an alias of ``num_executors``. Options smallpond
+    explicit arguments win. ``num_cpus`` is an alias of ``num_executors``. Stages whose input
+    is at most ``inline_bytes`` (default 32MB) run in this process instead of on workers,
+    which keeps small jobs fast; ``inline_bytes=0`` always uses the workers. Options smallpond
     accepts that have no meaning here (``job_time``, ``job_name``, ``bind_socket``,
     ``platform``, ``enable_profiling``…) are accepted and ignored.
     """
@@ -77,6 +81,8 @@ def init(
         max_retry=max_retry,
         shuffle_partitions=shuffle_partitions,
         keep_intermediate=keep_intermediate,
+        inline_bytes=inline_bytes,
+        batch_size=batch_size,
     )
     return Session(config, session_id=job_id)
 

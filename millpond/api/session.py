@@ -174,7 +174,9 @@ class Session:
         self, table: pa.Table | pa.RecordBatch | Iterable[pa.Table], npartitions: int | None = None
     ) -> DataFrame:
         """An Arrow table (or a list of tables, one partition each)."""
-        step = user_step("from_arrow")
+        return self._from_tables(table, npartitions, user_step("from_arrow"))
+
+    def _from_tables(self, table, npartitions: int | None, step) -> DataFrame:
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
         tables = [table] if isinstance(table, pa.Table) else list(table)
@@ -188,7 +190,7 @@ class Session:
 
     def from_pandas(self, df: pd.DataFrame, npartitions: int | None = None) -> DataFrame:
         """A pandas DataFrame (its index is dropped)."""
-        return self.from_arrow(pa.Table.from_pandas(df, preserve_index=False), npartitions)
+        return self._from_tables(pa.Table.from_pandas(df, preserve_index=False), npartitions, user_step("from_pandas"))
 
     def from_items(self, items: Iterable[Any], npartitions: int | None = None) -> DataFrame:
         """Python values: dicts become columns, anything else an ``item`` column."""
@@ -197,7 +199,7 @@ class Session:
             table = pa.Table.from_pylist(items)
         else:
             table = pa.table({"item": items})
-        return self.from_arrow(table, npartitions)
+        return self._from_tables(table, npartitions, user_step("from_items"))
 
     def partial_sql(self, query: str, *inputs: DataFrame) -> DataFrame:
         """DuckDB SQL run on each partition; ``{0}``, ``{1}``… are the inputs' partitions
