@@ -51,12 +51,14 @@ class TaskContext:
         self.batch_size = batch_size
         self.slot_sql: list[str] = slot_sql or []
         self._keep_alive: list[Any] = []
+        self._views: dict[str, Any] = {}
 
     def register(self, data: pa.Table | pa.RecordBatchReader) -> str:
-        """Expose an Arrow table or stream to SQL under a fresh view name."""
+        """Expose an Arrow table or stream to SQL under a fresh view name (on every cursor
+        of this task: views are local to a connection)."""
         name = f"__mp_view_{next(_names)}"
         self.con.register(name, data)
-        self._keep_alive.append(data)
+        self._views[name] = data
         return quote_ident(name)
 
     def columns(self, sql: str) -> list[str]:
@@ -79,6 +81,8 @@ class TaskContext:
         consumer may keep using the main connection."""
         cursor = self.con.cursor()
         self._keep_alive.append(cursor)
+        for name, data in self._views.items():
+            cursor.register(name, data)
         return cursor.sql(sql).to_arrow_reader(batch_size or self.batch_size)
 
     def close(self) -> None:
@@ -89,3 +93,4 @@ class TaskContext:
                 except duckdb.Error:
                     pass
         self._keep_alive.clear()
+        self._views.clear()
