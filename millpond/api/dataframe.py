@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from millpond.errors import PlanError, UnpicklableFunctionError
 from millpond.io import commit as commits
@@ -453,6 +452,8 @@ def _read_partition(part: PartitionData | None) -> pa.Table:
         return pa.table({})
     if isinstance(part, TablePartition):
         return part.table
+    import pyarrow.parquet as pq
+
     tables = [pq.read_table(f) for f in part.files]
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) != 1 else tables[0]
 
@@ -463,6 +464,8 @@ def _batches(part: PartitionData | None, size: int, batch_format: str) -> Iterat
     if isinstance(part, TablePartition):
         batches = part.table.to_batches(max_chunksize=size)
     else:
+        import pyarrow.parquet as pq
+
         batches = (b for f in part.files for b in pq.ParquetFile(f).iter_batches(batch_size=size))
     for batch in batches:
         if batch.num_rows:

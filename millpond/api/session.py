@@ -190,7 +190,9 @@ class Session:
 
     def from_pandas(self, df: pd.DataFrame, npartitions: int | None = None) -> DataFrame:
         """A pandas DataFrame (its index is dropped)."""
-        return self._from_tables(pa.Table.from_pandas(df, preserve_index=False), npartitions, user_step("from_pandas"))
+        return self._from_tables(
+            pa.Table.from_pandas(df, preserve_index=False), npartitions, user_step("from_pandas")
+        )
 
     def from_items(self, items: Iterable[Any], npartitions: int | None = None) -> DataFrame:
         """Python values: dicts become columns, anything else an ``item`` column."""

@@ -35,11 +35,13 @@ def _split_contiguous(sizes: list[int], groups: int) -> list[list[int]]:
     groups = max(1, min(groups, len(sizes))) if sizes else max(1, groups)
     total = sum(max(1, s) for s in sizes)
     runs: list[list[int]] = [[] for _ in range(groups)]
-    acc = 0
+    acc, prev = 0, -1
     for i, size in enumerate(sizes):
-        slot = min(groups - 1, acc * groups // total)
+        slot = min(groups - 1, (2 * acc + max(1, size)) * groups // (2 * total))  # midpoint
+        slot = min(slot, prev + 1)  # never skip a run
         slot = max(slot, groups - (len(sizes) - i)) if len(sizes) >= groups else slot
         runs[slot].append(i)
+        prev = slot
         acc += max(1, size)
     return runs
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import cloudpickle
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from millpond.common import MB
 from millpond.config import SessionConfig
@@ -178,6 +177,8 @@ class Job:
 
     def _prepare_range(self, stage: Stage) -> None:
         """Boundaries of a total-order sort from the samples its producer collected."""
+        import pyarrow.compute as pc
+
         bucketing = stage.bucketing
         produced = self.results[stage.range_from]
         nbytes = sum(r.output.nbytes for r in produced)
@@ -235,7 +236,8 @@ class Job:
             ops=stage.ops,
             sink=self._sink(stage, index, attempt, inline),
             memory_limit=self.config.memory_limit // parallel,
-            temp_dir=os.path.join(self.dir, "spill"),
+            # per session, not per job: a worker's DuckDB keeps the spill directory it first used
+            temp_dir=os.path.join(os.path.dirname(self.dir), "spill"),
             batch_size=self.config.batch_size,
             threads=self.config.num_executors if inline else 1,
             attempt=attempt,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import sys
 
-from tqdm.auto import tqdm
-
 
 def progress_enabled(setting: bool | None) -> bool:
     if setting is not None:
@@ -14,8 +12,10 @@ def progress_enabled(setting: bool | None) -> bool:
     return sys.stderr.isatty()
 
 
-def stage_bar(total: int, description: str, enabled: bool) -> tqdm:
+def stage_bar(total: int, description: str, enabled: bool):
     """A bar counting tasks; appears after half a second so tiny jobs print nothing."""
+    from tqdm.auto import tqdm  # imported on first use: keeps `import millpond` fast
+
     return tqdm(
         total=total,
         desc=description,

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from millpond.errors import InputReadError
 from millpond.io.sqltext import quote_ident, quote_string
@@ -99,7 +98,11 @@ def configure(con: duckdb.DuckDBPyConnection, spec: TaskSpec) -> None:
     os.makedirs(spec.temp_dir, exist_ok=True)
     con.execute(f"SET threads = {max(1, int(spec.threads))}")
     con.execute(f"SET memory_limit = '{max(16, spec.memory_limit // (1024 * 1024))}MB'")
-    con.execute(f"SET temp_directory = {quote_string(spec.temp_dir)}")
+    # DuckDB refuses to SET temp_directory again (even to the same value) once it has
+    # spilled there, so a connection keeps one spill directory: the session's.
+    current = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    if current != spec.temp_dir:
+        con.execute(f"SET temp_directory = {quote_string(spec.temp_dir)}")
 
 
 def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
@@ -150,6 +153,8 @@ def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
 
 def _find_bad_input(spec: TaskSpec, exc: BaseException) -> InputReadError | None:
     """Name the input file behind a read failure (corrupt, truncated, unreadable)."""
+    import pyarrow.parquet as pq
+
     message = str(exc)
     scans = [s for s in spec.slots if isinstance(s, ScanInput)]
     for scan in scans:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import fsspec
-from fsspec.core import split_protocol
+from typing import TYPE_CHECKING
 
 from millpond.errors import InputNotFoundError
+
+if TYPE_CHECKING:
+    import fsspec
+
+
+def split_protocol(path: str) -> tuple[str | None, str]:
+    """``s3://bucket/key`` → ``("s3", "bucket/key")``; a plain path has no protocol."""
+    from fsspec.core import split_protocol as split
+
+    return split(path)
+
 
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -29,6 +38,8 @@ def is_local(path: str) -> bool:
 
 def filesystem_for(path: str, storage_options: dict | None = None) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem serving ``path``."""
+    import fsspec
+
     protocol, _ = split_protocol(path)
     return fsspec.filesystem(protocol or "file", **(storage_options or {}))
 
@@ -101,7 +112,7 @@ def _list_dir(fs, root: str, extensions: tuple[str, ...], recursive: bool):
         subdirs = [
             p
             for p, i in fs.find(root, maxdepth=1, withdirs=True, detail=True).items()
-            if i["type"] == "directory"
+            if i["type"] == "directory" and p.rstrip("/") != root.rstrip("/")  # find lists root
         ]
         if subdirs and all("=" in os.path.basename(d.rstrip("/")) for d in subdirs):
             entries = fs.find(root, detail=True, withdirs=False)
@@ -135,12 +146,16 @@ def partition_files(
     # contiguous split balancing bytes (keeps file order, so partition order is stable)
     total = sum(max(1, f.size) for f in files)
     groups: list[list[FileInfo]] = [[] for _ in range(num_partitions)]
-    acc = 0
+    acc, prev = 0, -1
     for index, f in enumerate(files):
         remaining_files = len(files) - index
-        slot = min(num_partitions - 1, acc * num_partitions // total)
+        # by the file's midpoint, so near-equal files split evenly (4 files into 2: 2 + 2),
+        # never skipping a partition
+        slot = min(num_partitions - 1, (2 * acc + max(1, f.size)) * num_partitions // (2 * total))
+        slot = min(slot, prev + 1)
         # never leave later partitions without a file when files remain to fill them
         slot = max(slot, num_partitions - remaining_files)
         groups[slot].append(f)
+        prev = slot
         acc += max(1, f.size)
     return groups

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from millpond.io.formats import copy_options, file_extension
 from millpond.io.sqltext import quote_ident, quote_string
@@ -115,6 +114,8 @@ class BucketSink:
         return out
 
     def _split_in_memory(self, table: pa.Table, schema: pa.Schema) -> SinkOutput:
+        import pyarrow.compute as pc
+
         out = SinkOutput(schema=schema, rows=table.num_rows, nbytes=table.nbytes)
         if table.num_rows == 0:
             return out
