@@ -8,6 +8,7 @@ import logging
 import multiprocessing as mp
 import os
 import sys
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ import cloudpickle
 from millpond.execution.worker import Failure, worker_main
 
 log = logging.getLogger("millpond.pool")
+
+# pools with workers: the fork server they fork from must outlive all of them
+_live_pools: weakref.WeakSet = weakref.WeakSet()
 
 
 @contextlib.contextmanager
@@ -92,6 +96,7 @@ class WorkerPool:
     def start(self) -> None:
         if self._closed:
             raise RuntimeError("the worker pool has been shut down")
+        _live_pools.add(self)
         while len(self._workers) < self.size:
             self._workers.append(self._spawn())
 
@@ -191,3 +196,20 @@ class WorkerPool:
             except OSError:
                 pass
         self._workers.clear()
+        _live_pools.discard(self)
+        if not _live_pools:
+            _stop_helper_processes()
+
+
+def _stop_helper_processes() -> None:
+    """multiprocessing keeps its fork server and resource tracker alive until the interpreter
+    exits; stop them so no process of ours outlives shutdown() (they restart on demand)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
+        stop = getattr(helper, "_stop", None)
+        if stop is not None:
+            try:
+                stop()
+            except Exception:  # pragma: no cover - best effort
+                log.debug("could not stop %r", helper, exc_info=True)
