@@ -166,10 +166,13 @@ class Job:
         return rows
 
     def _inline(self, inputs: list[list[PartitionInput]]) -> bool:
+        """Small stages run in the driver; so do scans of ``memory://``, which lives there."""
         total = 0
         for row in inputs:
             for part in row:
                 if isinstance(part, ScanInput):
+                    if any(f.startswith("memory://") for f in part.files):
+                        return True
                     total += part.nbytes
                 elif isinstance(part, DataInput):
                     total += sum(max(0, p.nbytes) for p in part.pieces)

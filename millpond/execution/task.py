@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from millpond.errors import InputReadError
+from millpond.io.filesystem import filesystem_for, is_local
 from millpond.io.sqltext import quote_ident, quote_string
 from millpond.operators.base import Op, QueryFailure, Step, UserCodeFailure
 from millpond.operators.context import TaskContext
@@ -63,8 +64,20 @@ class RuntimeContext(TaskContext):
     """The runtime context user code sees (smallpond's ``RuntimeContext``)."""
 
 
+def _register_filesystems(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """Serve fsspec URLs (``memory://``, ``s3://``…) to DuckDB through fsspec."""
+    for path in paths:
+        if is_local(path):
+            continue
+        fs = filesystem_for(path)
+        names = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+        if not any(con.filesystem_is_registered(name) for name in names):
+            con.register_filesystem(fs)
+
+
 def _slot_sql(ctx: TaskContext, slot: PartitionInput) -> str:
     if isinstance(slot, ScanInput):
+        _register_filesystems(ctx.con, slot.files)
         return scan_sql(slot)
     parts: list[str] = []
     files = [f for piece in slot.pieces if isinstance(piece, FilePartition) for f in piece.files]
@@ -115,7 +128,8 @@ def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
         cursor, stage_id=spec.stage_id, task_index=spec.index, batch_size=spec.batch_size
     )
     ctx.user_failures = []  # type: ignore[attr-defined]
-    steps = [op.step for op in spec.ops]
+    pushed = [s for slot in spec.slots if isinstance(slot, ScanInput) for s in slot.steps]
+    steps = pushed + [op.step for op in spec.ops]
     rel = ""
     try:
         try:
