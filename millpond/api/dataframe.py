@@ -286,6 +286,9 @@ class DataFrame:
 
     def count(self) -> int:
         """Number of rows."""
+        cached = self.session._cache.get(self._node.id)
+        if cached is not None and all(p.rows >= 0 for p in cached.partitions):
+            return sum(p.rows for p in cached.partitions)
         job, results = self.session.run(self._node, lambda i, inline: CountSink(), "count")
         job.cleanup()
         return sum(r.output.rows for r in results)

@@ -257,7 +257,7 @@ class Job:
         results: list[TaskResult | None] = [None] * len(specs)
         next_to_yield = 0
         retries = 0
-        label = f"stage {stage.id}/{len(self.plan.stages) - 1}: {_short(stage.describe_ops())}"
+        label = f"stage {stage.id + 1}/{len(self.plan.stages)}: {_short(stage.describe_ops())}"
         log.debug("%s: %d task(s), %s", label, len(specs), "inline" if inline else "workers")
         outcomes = self.engine.run(queue, inline)
         bar = stage_bar(len(specs), label, self.progress)

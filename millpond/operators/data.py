@@ -50,6 +50,7 @@ class ScanInput:
     limit: int | None = None
     schema: pa.Schema | None = None
     nbytes: int = 0
+    steps: tuple = ()  # user steps pushed into this scan, for error messages
 
     @property
     def label(self) -> str:

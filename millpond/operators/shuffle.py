@@ -62,8 +62,12 @@ class RandomBucketing:
 
     def bucketed(self, ctx, rel: str, step: Step) -> str:
         if self.seed is not None:
-            fraction = ((self.seed * 1_000_003 + ctx.task_index * 7_919) % 1_000_000) / 1_000_000
-            ctx.con.execute(f"SELECT setseed({fraction})").fetchall()
+            # a hash of the row's values and the seed: the same buckets whatever the number of
+            # threads or the order rows arrive in (random() after setseed is not reproducible)
+            return (
+                f"SELECT *, (hash(__mp_row, {int(self.seed)}) % {self.n})::BIGINT AS {BUCKET_COLUMN} "
+                f"FROM ({rel}) AS __mp_row"
+            )
         return f"SELECT *, floor(random() * {self.n})::BIGINT AS {BUCKET_COLUMN} FROM ({rel})"
 
 

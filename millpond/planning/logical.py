@@ -44,6 +44,8 @@ class Scan(LogicalNode):
     columns: list[str] | None = None
     predicate: str | None = None
     limit: int | None = None
+    #: the user steps whose filter or projection was pushed in (named in query errors)
+    pushed_steps: tuple = ()
 
     def label(self) -> str:
         files = [f for p in self.partitions for f in p]

@@ -28,7 +28,7 @@ def push_filter_into_scan(node: LogicalNode) -> LogicalNode | None:
     predicate = (
         node.op.predicate if not scan.predicate else f"({scan.predicate}) AND ({node.op.predicate})"
     )
-    return scan.replace(predicate=predicate)
+    return scan.replace(predicate=predicate, pushed_steps=(*scan.pushed_steps, node.step))
 
 
 def push_projection_into_scan(node: LogicalNode) -> LogicalNode | None:
@@ -40,7 +40,7 @@ def push_projection_into_scan(node: LogicalNode) -> LogicalNode | None:
     wanted = node.op.select
     if scan.columns is not None and not set(wanted) <= set(scan.columns):
         return None  # let the operator report the missing column
-    return scan.replace(columns=list(wanted))
+    return scan.replace(columns=list(wanted), pushed_steps=(*scan.pushed_steps, node.step))
 
 
 def push_limit_into_scan(node: LogicalNode) -> LogicalNode | None:

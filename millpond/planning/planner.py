@@ -97,6 +97,7 @@ class Planner:
                 predicate=node.predicate,
                 limit=node.limit,
                 nbytes=sum(f.size for f in files),
+                steps=node.pushed_steps,
             )
             if files
             else DataInput([], None)
@@ -144,7 +145,11 @@ class Planner:
                 fragment, ExprBucketing(node.expr or "0", node.n), node.step, coalesce=False
             )
         out = self.shuffle(fragment, RandomBucketing(node.seed, node.n), node.step, coalesce=False)
-        out.ops.append(SqlOp("SELECT * FROM {0} ORDER BY random()", node.step))
+        if node.seed is None:
+            out.ops.append(SqlOp("SELECT * FROM {0} ORDER BY random()", node.step))
+        else:  # reproducible: order by a seeded hash of each row's values
+            order = f"hash(__mp_row, {int(node.seed)}, 'order')"
+            out.ops.append(SqlOp(f"SELECT * FROM {{0}} AS __mp_row ORDER BY {order}", node.step))
         return out
 
     def _aggregate(self, node: L.Aggregate) -> Fragment:
