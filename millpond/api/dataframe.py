@@ -457,8 +457,17 @@ def _read_partition(part: PartitionData | None) -> pa.Table:
         return part.table
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(f) for f in part.files]
+    tables = [_nullable(pq.read_table(f)) for f in part.files]
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) != 1 else tables[0]
+
+
+def _nullable(data: Any) -> Any:
+    """DuckDB writes columns without NULLs as required Parquet fields; results read back from
+    files get nullable fields, like results kept in memory, whatever the data holds."""
+    schema = data.schema
+    if all(f.nullable for f in schema):
+        return data
+    return data.cast(pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata))
 
 
 def _batches(part: PartitionData | None, size: int, batch_format: str) -> Iterator[Any]:
@@ -469,7 +478,11 @@ def _batches(part: PartitionData | None, size: int, batch_format: str) -> Iterat
     else:
         import pyarrow.parquet as pq
 
-        batches = (b for f in part.files for b in pq.ParquetFile(f).iter_batches(batch_size=size))
+        batches = (
+            _nullable(b)
+            for f in part.files
+            for b in pq.ParquetFile(f).iter_batches(batch_size=size)
+        )
     for batch in batches:
         if batch.num_rows:
             yield batch.to_pandas() if batch_format == "pandas" else batch

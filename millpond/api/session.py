@@ -37,6 +37,9 @@ logging.getLogger("millpond").addHandler(logging.NullHandler())
 
 _live_sessions: weakref.WeakSet = weakref.WeakSet()
 
+#: right sides of joins up to this size (or ``inline_bytes`` if larger) are broadcast
+BROADCAST_BYTES = 32 * 1024 * 1024
+
 
 class Session:
     """A millpond session: where jobs run and where their files go.
@@ -236,7 +239,9 @@ class Session:
 
     def physical_plan(self, node: L.LogicalNode) -> PhysicalPlan:
         planner = Planner(
-            self.config.default_shuffle_partitions, broadcast_bytes=self.config.inline_bytes
+            self.config.default_shuffle_partitions,
+            # inline_bytes=0 (always use workers) must not turn broadcast joins off
+            broadcast_bytes=max(self.config.inline_bytes, BROADCAST_BYTES),
         )
         return planner.build(self.optimized(node))
 

@@ -30,6 +30,7 @@ from millpond.execution.inputs import bucket_groups, slot_inputs
 from millpond.execution.progress import progress_enabled, stage_bar
 from millpond.execution.task import TaskResult, TaskSpec
 from millpond.execution.worker import Failure
+from millpond.operators.base import Step
 from millpond.operators.data import DataInput, PartitionInput, ScanInput
 from millpond.operators.sinks import BucketSink, MaterializeSink, Sink
 from millpond.planning.physical import PhysicalPlan, SourceSlot, Stage, StageSlot
@@ -238,6 +239,7 @@ class Job:
             slots=slots,
             ops=stage.ops,
             sink=self._sink(stage, index, attempt, inline),
+            sink_step=stage.bucket_step or Step(self.description),
             memory_limit=self.config.memory_limit // parallel,
             # per session, not per job: a worker's DuckDB keeps the spill directory it first used
             temp_dir=os.path.join(os.path.dirname(self.dir), "spill"),

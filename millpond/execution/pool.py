@@ -206,7 +206,10 @@ def _stop_helper_processes() -> None:
     exits; stop them so no process of ours outlives shutdown() (they restart on demand)."""
     from multiprocessing import forkserver, resource_tracker
 
-    for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
+    for helper in (
+        getattr(forkserver, "_forkserver", None),
+        getattr(resource_tracker, "_resource_tracker", None),
+    ):
         stop = getattr(helper, "_stop", None)
         if stop is not None:
             try:

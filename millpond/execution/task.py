@@ -113,7 +113,7 @@ def configure(con: duckdb.DuckDBPyConnection, spec: TaskSpec) -> None:
     con.execute(f"SET memory_limit = '{max(16, spec.memory_limit // (1024 * 1024))}MB'")
     # DuckDB refuses to SET temp_directory again (even to the same value) once it has
     # spilled there, so a connection keeps one spill directory: the session's.
-    current = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    current = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
     if current != spec.temp_dir:
         con.execute(f"SET temp_directory = {quote_string(spec.temp_dir)}")
 

@@ -87,11 +87,15 @@ class RangeBucketing:
         if self.boundaries is None or self.boundaries.num_rows == 0:
             return f"SELECT *, 0::BIGINT AS {BUCKET_COLUMN} FROM ({rel})"
         bounds = ctx.register(self.boundaries)
-        op = "<=" if self.descending else ">="
+        op = ">=" if self.descending else "<="
         key = f"t.{quote_ident(self.key)}"
+        # bucket = how many boundaries sort at or before the key: a streaming expression over
+        # a one-row list of boundaries (an ASOF join sorts the partition: OOM at small budgets)
         sql = (
-            f"SELECT t.*, CASE WHEN {key} IS NULL THEN {self.n - 1} ELSE coalesce(bd.i, 0) END::BIGINT "
-            f"AS {BUCKET_COLUMN} FROM ({rel}) AS t ASOF LEFT JOIN {bounds} AS bd ON {key} {op} bd.b"
+            f"SELECT t.*, CASE WHEN {key} IS NULL THEN {self.n - 1} "
+            f"ELSE len(list_filter(bd.bl, lambda __mp_b: __mp_b {op} {key})) END::BIGINT "
+            f"AS {BUCKET_COLUMN} FROM ({rel}) AS t, "
+            f"(SELECT list(b ORDER BY i) AS bl FROM {bounds}) AS bd"
         )
         return bind(ctx, sql, [step])
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from millpond.errors import PlanError
+from millpond.errors import PlanError, SchemaMismatchError
 from millpond.io.sqltext import ident_list, quote_ident
 from millpond.operators.base import Op, Step
 from millpond.operators.data import DataInput, ScanInput, TablePartition
@@ -251,8 +252,21 @@ class Planner:
     def _union(self, node: L.Union) -> Fragment:
         fragments = [self.fragment(child) for child in node.inputs]
         if all(f.is_bare_source and not f.slots[0].broadcast for f in fragments):
-            parts = [p for f in fragments for p in f.slots[0].partitions]
-            return Fragment([SourceSlot(parts)], partitions=len(parts))
+            # sources whose columns are known here are united without a stage of their own
+            # (columns matched by name); others are materialized and checked when they ran
+            names = [_source_columns(f.slots[0]) for f in fragments]
+            if all(n is not None for n in names):
+                first = names[0]
+                parts = []
+                for f, cols in zip(fragments, names):
+                    if sorted(cols) != sorted(first):
+                        raise SchemaMismatchError(
+                            f"union of DataFrames with different columns: {first} and {cols}"
+                        )
+                    for p in f.slots[0].partitions:
+                        reorder = cols != first and (isinstance(p, ScanInput) or p.schema)
+                        parts.append(dataclasses.replace(p, columns=list(first)) if reorder else p)
+                return Fragment([SourceSlot(parts)], partitions=len(parts))
         stages = [self.close(f, "materialize") for f in fragments]
         return Fragment(
             [StageSlot("concat", stages)], partitions=sum(f.partitions for f in fragments)
@@ -266,3 +280,33 @@ class Planner:
         out = self.exchange(fragment, "gather", limit_rows=node.n)
         out.ops.append(LimitOp(node.n, node.step))
         return out
+
+
+def _source_columns(slot: SourceSlot) -> list[str] | None:
+    """The column names of a source, when known without running it: in-memory data, or
+    local Parquet files read as they are (from the first file's footer)."""
+    for part in slot.partitions:
+        if isinstance(part, DataInput):
+            if part.columns is not None:
+                return list(part.columns)
+            if part.schema is not None:
+                return list(part.schema.names)
+            continue
+        if part.columns is not None:
+            return list(part.columns)
+        options = part.format.options
+        if (
+            part.format.name != "parquet"
+            or options.get("union_by_name")
+            or options.get("hive_partitioning") is not False
+            and any("=" in d for d in part.files[0].split("/")[:-1])
+            or "://" in part.files[0]
+        ):
+            return None
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(part.files[0]).names)
+        except Exception:
+            return None
+    return None

@@ -1,0 +1,172 @@
+"""Shared fixtures for the millpond test suite.
+
+* ``session``: a millpond session, parametrised over ``"inline"`` (stages run in the driver,
+  the default for small inputs) and ``"workers"`` (``inline_bytes=0``: every stage runs on a
+  pool of two worker processes). The two sessions are created once per test run and shared,
+  which keeps worker start-up off every test; tests must not shut them down (use
+  ``make_session`` for a session of their own).
+* ``make_session``: a factory for sessions with custom settings, shut down after the test.
+* ``tmp_data_root``: a fresh directory to use as a session's ``data_root``.
+* ``parquet_dataset``: a small deterministic Parquet dataset (4 files x 5,000 rows) in
+  ``tmp_path``; ``parquet_table`` is the same data as one Arrow table.
+* ``assert_same_rows``: compare two tables as multisets of rows (order ignored unless asked).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import millpond
+
+SESSION_MODES = ("inline", "workers")
+NUM_EXECUTORS = 2
+
+DATASET_FILES = 4
+DATASET_ROWS_PER_FILE = 5_000
+DATASET_ROWS = DATASET_FILES * DATASET_ROWS_PER_FILE
+DATASET_DISTINCT_K = 50
+
+
+def session_options(mode: str, data_root: str, **overrides: object) -> dict[str, object]:
+    """The ``millpond.init`` arguments of a test session in ``mode``."""
+    if mode not in SESSION_MODES:
+        raise ValueError(f"unknown session mode {mode!r}; expected one of {SESSION_MODES}")
+    options: dict[str, object] = {
+        "data_root": data_root,
+        "num_executors": NUM_EXECUTORS,
+        "progress": False,
+    }
+    if mode == "workers":
+        options["inline_bytes"] = 0
+    options.update(overrides)
+    return options
+
+
+@pytest.fixture(scope="session")
+def _shared_sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = str(tmp_path_factory.mktemp("millpond-shared-root"))
+    sessions: dict[str, millpond.Session] = {"__root__": root}  # type: ignore[dict-item]
+    yield sessions
+    for key, value in sessions.items():
+        if key != "__root__":
+            value.shutdown()
+
+
+@pytest.fixture(params=SESSION_MODES)
+def session(request: pytest.FixtureRequest, _shared_sessions: dict) -> millpond.Session:
+    """A shared session in each mode (``inline`` / ``workers``); do not shut it down."""
+    mode = request.param
+    current = _shared_sessions.get(mode)
+    if current is None or current._closed:
+        current = millpond.init(**session_options(mode, _shared_sessions["__root__"]))
+        _shared_sessions[mode] = current
+    return current
+
+
+@pytest.fixture
+def tmp_data_root(tmp_path) -> str:
+    """A fresh, empty directory for a session's ``data_root``."""
+    path = tmp_path / "millpond-data"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def make_session(tmp_data_root: str) -> Iterator[Callable[..., millpond.Session]]:
+    """``make_session(mode="workers", **init_overrides)``: a session of the test's own, with
+    its ``data_root`` in the test's temporary directory; all are shut down afterwards."""
+    made: list[millpond.Session] = []
+
+    def make(mode: str = "workers", **overrides: object) -> millpond.Session:
+        session = millpond.init(**session_options(mode, tmp_data_root, **overrides))
+        made.append(session)
+        return session
+
+    yield make
+    for s in made:
+        s.shutdown()
+
+
+def dataset_file_table(index: int) -> pa.Table:
+    """File ``index`` of the test dataset: ``id`` int64 (unique, 0..19999 overall), ``k``
+    int32 (50 distinct values, NULL on every 97th id), ``v`` float64, ``s`` string."""
+    ids = np.arange(
+        index * DATASET_ROWS_PER_FILE, (index + 1) * DATASET_ROWS_PER_FILE, dtype=np.int64
+    )
+    k = pa.array((ids * 7) % DATASET_DISTINCT_K, pa.int32())
+    k = pc.if_else(pa.array(ids % 97 == 0), pa.scalar(None, pa.int32()), k)
+    v = ((ids * 37) % 1000) / 10.0 - 50.0
+    s = pa.array([f"s{i % 300:03d}" for i in ids.tolist()], pa.string())
+    return pa.table({"id": pa.array(ids), "k": k, "v": pa.array(v, pa.float64()), "s": s})
+
+
+@pytest.fixture
+def parquet_dataset(tmp_path) -> str:
+    """Directory holding ``part-0.parquet`` … ``part-3.parquet`` (5,000 rows each)."""
+    directory = tmp_path / "dataset"
+    directory.mkdir()
+    for i in range(DATASET_FILES):
+        pq.write_table(dataset_file_table(i), directory / f"part-{i}.parquet", row_group_size=2_500)
+    return str(directory)
+
+
+@pytest.fixture
+def parquet_table() -> pa.Table:
+    """The whole test dataset as one Arrow table, in file order."""
+    return pa.concat_tables([dataset_file_table(i) for i in range(DATASET_FILES)])
+
+
+def _frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    return table.to_pandas() if isinstance(table, pa.Table) else table.copy()
+
+
+def assert_frames_equal(
+    actual: pa.Table | pd.DataFrame,
+    expected: pa.Table | pd.DataFrame,
+    *,
+    ordered: bool = False,
+    check_column_order: bool = True,
+    check_dtype: bool = False,
+    rtol: float = 1e-9,
+) -> None:
+    """Assert that two tables hold the same rows (as multisets unless ``ordered``)."""
+    a, e = _frame(actual), _frame(expected)
+    assert sorted(a.columns) == sorted(e.columns), (list(a.columns), list(e.columns))
+    if check_column_order:
+        assert list(a.columns) == list(e.columns)
+    else:
+        a = a[list(e.columns)]
+    assert len(a) == len(e), f"{len(a)} rows, expected {len(e)}"
+    if not ordered and len(a.columns):
+        cols = list(e.columns)
+        a = a.sort_values(cols, na_position="last", kind="stable")
+        e = e.sort_values(cols, na_position="last", kind="stable")
+    pd.testing.assert_frame_equal(
+        a.reset_index(drop=True),
+        e.reset_index(drop=True),
+        check_dtype=check_dtype,
+        check_exact=False,
+        rtol=rtol,
+    )
+
+
+@pytest.fixture
+def assert_same_rows() -> Callable[..., None]:
+    """:func:`assert_frames_equal`, as a fixture for test modules."""
+    return assert_frames_equal
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run with default settings whatever the caller's ``MILLPOND_*`` variables say."""
+    for name in list(os.environ):
+        if name.startswith("MILLPOND_"):
+            monkeypatch.delenv(name)
