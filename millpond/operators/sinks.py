@@ -32,6 +32,17 @@ class SinkOutput:
     written: list[str] = field(default_factory=list)
 
 
+def exact_for_parquet(ctx, rel: str) -> str:
+    """DuckDB writes 128-bit integers (e.g. ``sum`` of BIGINT) to Parquet as DOUBLE, losing
+    digits; store them as DECIMAL(38, 0), which is what Arrow sees in memory too."""
+    rows = ctx.con.sql(f"DESCRIBE {rel}").fetchall()
+    wide = [name for name, type_, *_ in rows if type_ in ("HUGEINT", "UHUGEINT")]
+    if not wide:
+        return rel
+    casts = ", ".join(f"CAST({quote_ident(c)} AS DECIMAL(38, 0)) AS {quote_ident(c)}" for c in wide)
+    return f"SELECT * REPLACE ({casts}) FROM ({rel})"
+
+
 def _file_partition(paths: list[str], rows: int) -> FilePartition:
     return FilePartition(paths, rows, sum(os.path.getsize(p) for p in paths))
 
@@ -64,6 +75,7 @@ class MaterializeSink:
                 out.sample = table.select([self.sample_column]).take(pa.array(np.sort(idx)))
             return out
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        rel = exact_for_parquet(ctx, rel)
         opts = copy_options("parquet", compression=INTERMEDIATE_COMPRESSION)
         rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(self.path)} {opts}").fetchall()[0][0]
         out = SinkOutput(schema=schema, rows=rows, partition=_file_partition([self.path], rows))
@@ -93,6 +105,7 @@ class BucketSink:
             table = ctx.con.sql(bucketed).to_arrow_table()
             return self._split_in_memory(table, schema)
         os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+        bucketed = exact_for_parquet(ctx, bucketed)
         opts = copy_options(
             "parquet", compression=INTERMEDIATE_COMPRESSION, partition_by=[BUCKET_COLUMN]
         )
@@ -153,6 +166,8 @@ class WriteSink:
         else:
             opts = copy_options(self.format)
             target = os.path.join(self.directory, self.basename + file_extension(self.format))
+        if self.format == "parquet":
+            rel = exact_for_parquet(ctx, rel)
         rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(target)} {opts}").fetchall()[0][0]
         written = []
         for root, _dirs, files in os.walk(self.directory):
