@@ -25,7 +25,11 @@ def make_input(directory: str, files: int = 4, rows: int = 50_000) -> str:
     for i in range(files):
         ids = np.arange(i * rows, (i + 1) * rows)
         table = pa.table(
-            {"id": ids, "region": regions[rng.integers(0, 4, rows)], "amount": rng.gamma(2.0, 30.0, rows).round(2)}
+            {
+                "id": ids,
+                "region": regions[rng.integers(0, 4, rows)],
+                "amount": rng.gamma(2.0, 30.0, rows).round(2),
+            }
         )
         pq.write_table(table, os.path.join(directory, f"sales-{i}.parquet"))
     return directory

@@ -64,7 +64,10 @@ class Embedder:
 def documents(n: int = 400) -> list[dict]:
     rng = np.random.default_rng(1)
     vocab = [f"word{i}" for i in range(500)]
-    return [{"doc_id": d, "text": " ".join(rng.choice(vocab, int(rng.integers(50, 400))))} for d in range(n)]
+    return [
+        {"doc_id": d, "text": " ".join(rng.choice(vocab, int(rng.integers(50, 400))))}
+        for d in range(n)
+    ]
 
 
 def main(workdir: str) -> None:
@@ -75,7 +78,9 @@ def main(workdir: str) -> None:
             .map_batches(Embedder, batch_size=256)
             .to_arrow()
         )
-    print(f"{vectors.num_rows} chunks embedded, dim {DIM}; first: doc {vectors['doc_id'][0]}, chunk {vectors['chunk_id'][0]}")
+    print(
+        f"{vectors.num_rows} chunks embedded, dim {DIM}; first: doc {vectors['doc_id'][0]}, chunk {vectors['chunk_id'][0]}"
+    )
 
 
 if __name__ == "__main__":

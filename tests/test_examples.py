@@ -16,7 +16,11 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 def test_example_script_runs(script: Path, tmp_path: Path) -> None:
     env = dict(os.environ, MILLPOND_PROGRESS="0")
     done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=240, env=env
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.strip(), "the example printed nothing"

@@ -489,10 +489,12 @@ def test_union_of_csv_sources_with_mismatched_columns_raises(session, tmp_path):
 
 def test_integer_sums_are_exact_and_typed_like_duckdb_on_both_engines(make_session) -> None:
     """DuckDB sums BIGINTs as 128-bit integers; they must survive the shuffle files exactly."""
-    table = pa.table({"k": [1, 1, 2], "x": pa.array([2**62, 2**62, 3], pa.int64())})
-    expected = duckdb.sql("SELECT k, sum(x) AS s FROM table ORDER BY k").to_arrow_table()
+    source = pa.table({"k": [1, 1, 2], "x": pa.array([2**62, 2**62, 3], pa.int64())})
+    expected = duckdb.sql(
+        "SELECT k, sum(x) AS s FROM source GROUP BY k ORDER BY k"
+    ).to_arrow_table()
     for mode in ("inline", "workers"):
         sp = make_session(mode)
-        got = sp.from_arrow(table).groupby("k").agg("sum(x) AS s").sort("k").to_arrow()
+        got = sp.from_arrow(source).groupby("k").agg("sum(x) AS s").sort("k").to_arrow()
         assert got.schema.field("s").type == expected.schema.field("s").type
         assert got.column("s").to_pylist() == expected.column("s").to_pylist()
