@@ -498,3 +498,18 @@ def test_integer_sums_are_exact_and_typed_like_duckdb_on_both_engines(make_sessi
         got = sp.from_arrow(source).groupby("k").agg("sum(x) AS s").sort("k").to_arrow()
         assert got.schema.field("s").type == expected.schema.field("s").type
         assert got.column("s").to_pylist() == expected.column("s").to_pylist()
+
+
+def test_a_dataframe_used_twice_is_computed_once(make_session, tmp_path) -> None:
+    """A shared subplan (self-join) is materialized once, not recomputed per consumer."""
+    calls = tmp_path / "calls"
+
+    def tag(batch: pa.Table) -> pa.Table:
+        with open(calls, "a") as f:
+            f.write("x\n")
+        return batch
+
+    sp = make_session("workers")
+    df = sp.from_items([{"k": i % 5, "v": i} for i in range(100)], npartitions=3).map_batches(tag)
+    assert df.join(df, on="k").count() == 2000
+    assert len(calls.read_text().split()) == 3  # one call per partition, not six

@@ -79,7 +79,8 @@ def new_job_id() -> str:
 
 
 class Job:
-    """Runs one physical plan. ``final_sink(i, inline)`` makes the sink of final task ``i``."""
+    """Runs one physical plan. ``final_sink(i, inline)`` makes the sink of final task ``i``
+    (a list of them for a plan of several roots: one per root)."""
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class Job:
         engine: Engine,
         config: SessionConfig,
         session_dir: str,
-        final_sink: FinalSink | None = None,
+        final_sink: FinalSink | list[FinalSink] | None = None,
         description: str = "job",
     ) -> None:
         self.plan = plan
@@ -111,6 +112,10 @@ class Job:
         except BaseException as exc:
             self._record_failure(exc)
             raise
+
+    def output_results(self) -> list[list[TaskResult]]:
+        """After :meth:`run`: the results of each root's final stage, in root order."""
+        return [self.results[stage.id] for stage in self.plan.outputs]
 
     def stream(self) -> Iterator[TaskResult]:
         """Like :meth:`run`, but yields the final stage's results in partition order as soon
@@ -219,8 +224,8 @@ class Job:
     def _sink(self, stage: Stage, index: int, attempt: int, inline: bool) -> Sink:
         base = os.path.join(self.dir, f"stage-{stage.id}")
         if stage.sink_kind == "final":
-            assert self.final_sink is not None
-            return self.final_sink(index, inline)
+            sinks = self.final_sink if isinstance(self.final_sink, list) else [self.final_sink]
+            return sinks[stage.output or 0](index, inline)
         if stage.sink_kind == "buckets":
             directory = None if inline else os.path.join(base, f"task-{index:05d}-a{attempt}")
             return BucketSink(stage.bucketing, stage.bucket_step, directory)

@@ -77,6 +77,7 @@ class Stage:
     limit_rows: int | None = None  # stop scheduling once the first partitions hold this many rows
     estimated_partitions: int = 1
     range_from: int | None = None  # stage whose samples give the range boundaries
+    output: int | None = None  # for final stages: which of the plan's roots this computes
 
     def describe_ops(self) -> str:
         names = [op.step.label for op in self.ops]
@@ -90,6 +91,11 @@ class PhysicalPlan:
     @property
     def final(self) -> Stage:
         return self.stages[-1]
+
+    @property
+    def outputs(self) -> list[Stage]:
+        """The final stage of each root, in the order the roots were given."""
+        return sorted((s for s in self.stages if s.sink_kind == "final"), key=lambda s: s.output)
 
     def consumers(self, stage_id: int) -> list[Stage]:
         return [

@@ -41,10 +41,18 @@ class Planner:
         self.shuffle_partitions = shuffle_partitions
         self.broadcast_bytes = broadcast_bytes
         self.plan = PhysicalPlan()
+        self._uses: dict[int, int] = {}
+        self._shared: dict[int, tuple[int, int]] = {}  # node id -> (stage id, partitions)
 
-    def build(self, root: L.LogicalNode) -> PhysicalPlan:
-        fragment = self.fragment(root)
-        self.close(fragment, "final")
+    def build(self, *roots: L.LogicalNode) -> PhysicalPlan:
+        """Stages computing every root; root i ends in a stage with ``output == i``. A node
+        used by several consumers (or roots) is computed once and materialized."""
+        for root in roots:
+            for node in L.walk(root):
+                for child in node.inputs:
+                    self._uses[child.id] = self._uses.get(child.id, 0) + 1
+        for index, root in enumerate(roots):
+            self.close(self.fragment(root), "final", output=index)
         return self.plan
 
     # -- stages -------------------------------------------------------------
@@ -84,10 +92,20 @@ class Planner:
 
     # -- nodes --------------------------------------------------------------
     def fragment(self, node: L.LogicalNode) -> Fragment:
+        shared = self._uses.get(node.id, 0) > 1 and not isinstance(
+            node, (L.Scan, L.InMemory, L.Materialized)
+        )
+        if shared and node.id in self._shared:
+            stage_id, partitions = self._shared[node.id]
+            return Fragment([StageSlot("one_to_one", [stage_id])], partitions=partitions)
         method = getattr(self, "_" + type(node).__name__.lower(), None)
         if method is None:
             raise PlanError(f"no physical plan for {type(node).__name__}")
-        return method(node)
+        fragment = method(node)
+        if shared:
+            self._shared[node.id] = (self.close(fragment, "materialize"), fragment.partitions)
+            return self.fragment(node)
+        return fragment
 
     def _scan(self, node: L.Scan) -> Fragment:
         parts = [
