@@ -78,6 +78,10 @@ class Stage:
     estimated_partitions: int = 1
     range_from: int | None = None  # stage whose samples give the range boundaries
     output: int | None = None  # for final stages: which of the plan's roots this computes
+    cpu_limit: int = 1  # DuckDB threads per task; also executor slots a task occupies
+    gpu_limit: float = 0.0
+    memory_limit: int | None = None  # bytes per task; None: the session's share per executor
+    node_label: str = ""  # the user's node/step this stage computes (errors, reports)
 
     def describe_ops(self) -> str:
         names = [op.step.label for op in self.ops]
