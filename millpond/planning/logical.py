@@ -19,6 +19,27 @@ from millpond.planning.aggregates import AggSpec
 _ids = itertools.count(1)
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one task of a node may use: DuckDB threads (and executor slots), GPUs, and a
+    memory budget in bytes (None: the session's share per executor)."""
+
+    cpu: int = 1
+    gpu: float = 0.0
+    memory: int | None = None
+
+    def merge(self, other: Resources | None) -> Resources:
+        """The larger of each: a task running several nodes' steps needs the most any asks."""
+        if other is None:
+            return self
+        memory = (
+            max(m for m in (self.memory, other.memory) if m is not None)
+            if (self.memory or other.memory)
+            else None
+        )
+        return Resources(max(self.cpu, other.cpu), max(self.gpu, other.gpu), memory)
+
+
 @dataclass(eq=False)
 class LogicalNode:
     """A node of the logical plan. Identity matters: the session caches results per node."""
@@ -26,6 +47,7 @@ class LogicalNode:
     inputs: tuple[LogicalNode, ...]
     step: Step
     id: int = field(default_factory=lambda: next(_ids), init=False)
+    resources: Resources | None = field(default=None, kw_only=True)
 
     def label(self) -> str:
         return self.step.label

@@ -27,6 +27,8 @@ class Fragment:
     slots: list[Slot]
     ops: list[Op] = field(default_factory=list)
     partitions: int = 1
+    resources: L.Resources | None = None
+    labels: list[str] = field(default_factory=list)  # the user nodes whose work it holds
 
     @property
     def is_bare_source(self) -> bool:
@@ -43,6 +45,7 @@ class Planner:
         self.plan = PhysicalPlan()
         self._uses: dict[int, int] = {}
         self._shared: dict[int, tuple[int, int]] = {}  # node id -> (stage id, partitions)
+        self._exchange_resources: L.Resources | None = None
 
     def build(self, *roots: L.LogicalNode) -> PhysicalPlan:
         """Stages computing every root; root i ends in a stage with ``output == i``. A node
@@ -57,12 +60,18 @@ class Planner:
 
     # -- stages -------------------------------------------------------------
     def close(self, fragment: Fragment, sink_kind: str, **options) -> int:
+        # an exchange's own node (e.g. a hash partition) sizes the stage that writes it
+        resources = (fragment.resources or L.Resources()).merge(self._exchange_resources)
         stage = Stage(
             id=len(self.plan.stages),
             slots=fragment.slots,
             ops=fragment.ops,
             sink_kind=sink_kind,
             estimated_partitions=fragment.partitions,
+            cpu_limit=resources.cpu,
+            gpu_limit=resources.gpu,
+            memory_limit=resources.memory,
+            node_label=" → ".join(fragment.labels),
             **options,
         )
         self.plan.stages.append(stage)
@@ -101,7 +110,14 @@ class Planner:
         method = getattr(self, "_" + type(node).__name__.lower(), None)
         if method is None:
             raise PlanError(f"no physical plan for {type(node).__name__}")
-        fragment = method(node)
+        outer, self._exchange_resources = self._exchange_resources, node.resources
+        try:
+            fragment = method(node)
+        finally:
+            self._exchange_resources = outer
+        if node.resources is not None:
+            fragment.resources = node.resources.merge(fragment.resources)
+        fragment.labels.append(node.step.label)
         if shared:
             self._shared[node.id] = (self.close(fragment, "materialize"), fragment.partitions)
             return self.fragment(node)
