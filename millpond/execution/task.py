@@ -61,7 +61,43 @@ class TaskResult:
 
 
 class RuntimeContext(TaskContext):
-    """The runtime context user code sees (smallpond's ``RuntimeContext``)."""
+    """The runtime context user code sees (smallpond's ``RuntimeContext``): the task's
+    identity, its resource budget and a private working directory."""
+
+    spec: TaskSpec
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.spec.job_id}-s{self.spec.stage_id}-t{self.spec.index}"
+
+    @property
+    def partition_index(self) -> int:
+        return self.spec.index
+
+    @property
+    def attempt(self) -> int:
+        return self.spec.attempt
+
+    @property
+    def usable_cpu_count(self) -> int:
+        return max(1, int(self.spec.threads))
+
+    @property
+    def usable_memory_size(self) -> int:
+        return self.spec.memory_limit
+
+    @property
+    def job_dir(self) -> str:
+        return os.path.join(os.path.dirname(self.spec.temp_dir), self.spec.job_id)
+
+    @property
+    def work_dir(self) -> str:
+        """A directory of this task attempt's own (created on first use)."""
+        path = os.path.join(
+            self.job_dir, f"stage-{self.spec.stage_id}", f"work-{self.spec.index:05d}-a{self.spec.attempt}"
+        )
+        os.makedirs(path, exist_ok=True)
+        return path
 
 
 def _register_filesystems(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
@@ -128,6 +164,7 @@ def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
         cursor, stage_id=spec.stage_id, task_index=spec.index, batch_size=spec.batch_size
     )
     ctx.user_failures = []  # type: ignore[attr-defined]
+    ctx.spec = spec
     pushed = [s for slot in spec.slots if isinstance(slot, ScanInput) for s in slot.steps]
     steps = pushed + [op.step for op in spec.ops]
     rel = ""

@@ -11,15 +11,23 @@ import duckdb
 from millpond.io.sqltext import ident_list, quote_ident
 from millpond.operators.base import Op, QueryFailure, Step
 
-_PLACEHOLDER = re.compile(r"\{(\d+)\}")
+_PLACEHOLDER = re.compile(r"\{(\d+|rand_seed|batch_index|__data_partition__)\}")
 
 
-def render_template(template: str, inputs: Sequence[str]) -> str:
-    """Replace ``{0}``, ``{1}``… with the input relations as subqueries. Only numbered
-    placeholders are touched, so SQL with braces (struct literals) passes through."""
+def render_template(
+    template: str, inputs: Sequence[str], named: dict[str, object] | None = None
+) -> str:
+    """Replace ``{0}``, ``{1}``… with the input relations as subqueries, and smallpond's
+    ``{rand_seed}``, ``{batch_index}`` and ``{__data_partition__}`` with the task's values.
+    Nothing else is touched, so SQL with braces (struct literals) passes through."""
 
     def substitute(match: re.Match) -> str:
-        index = int(match.group(1))
+        key = match.group(1)
+        if not key.isdigit():
+            if named is None or key not in named:
+                return match.group(0)
+            return str(named[key])
+        index = int(key)
         if index >= len(inputs):
             raise IndexError(
                 f"the query refers to {{{index}}} but the step has {len(inputs)} input(s)"
@@ -27,6 +35,29 @@ def render_template(template: str, inputs: Sequence[str]) -> str:
         return f"({inputs[index]})"
 
     return _PLACEHOLDER.sub(substitute, template)
+
+
+def task_placeholders(ctx) -> dict[str, object]:
+    """Values of the named placeholders for this task; ``rand_seed`` is stable across retries."""
+    seed = (ctx.stage_id * 1_000_003 + ctx.task_index * 7_919) % 2_147_483_647
+    return {"rand_seed": seed, "batch_index": ctx.task_index, "__data_partition__": ctx.task_index}
+
+
+def register_udf(ctx, name: str, fn: object, step: Step) -> None:
+    """Make a Python function (or a DuckDB SQL macro string) callable from the task's SQL."""
+    try:
+        if isinstance(fn, str):
+            ctx.con.execute(f"CREATE OR REPLACE TEMP MACRO {name} AS {fn}").fetchall()
+            return
+        try:
+            ctx.con.remove_function(name)
+        except duckdb.Error:
+            pass
+        ctx.con.create_function(name, fn)
+    except duckdb.Error as exc:
+        raise QueryFailure(
+            f"cannot register UDF {name!r}: {exc}", name, [step], type(exc).__name__
+        ) from None
 
 
 def placeholder_count(template: str) -> int:
@@ -51,11 +82,22 @@ class SqlOp(Op):
     step: Step
     slots: list[int] = field(default_factory=list)
     predicate: str | None = None  # set for a plain filter, so the optimizer can push it into a scan
+    setup: list[str] = field(default_factory=list)  # statements run first (smallpond query lists)
+    udfs: dict[str, object] | None = None  # Python functions callable from the SQL
 
     def apply(self, ctx, rel: str) -> str:
         inputs = [rel] + [ctx.slot_sql[i] for i in self.slots]
+        for statement in self.setup:
+            try:
+                ctx.con.execute(
+                    render_template(statement, inputs, task_placeholders(ctx))
+                ).fetchall()
+            except duckdb.Error as exc:
+                raise QueryFailure(str(exc), statement, [self.step], type(exc).__name__) from None
+        for name, fn in (self.udfs or {}).items():
+            register_udf(ctx, name, fn, self.step)
         try:
-            sql = render_template(self.template, inputs)
+            sql = render_template(self.template, inputs, task_placeholders(ctx))
         except IndexError as exc:
             raise QueryFailure(str(exc), self.template, [self.step], "PlanError") from None
         return bind(ctx, sql, [self.step])

@@ -122,9 +122,11 @@ class Narrow(LogicalNode):
 
 @dataclass(eq=False)
 class PartialSql(LogicalNode):
-    """``partial_sql`` over several inputs: partition i of each input is joined in one query."""
+    """``partial_sql`` over several inputs: partition i of each input is joined in one query.
+    With ``op`` set, that operator (e.g. a user node's ``process``) runs instead of SQL."""
 
     template: str = ""
+    op: Op | None = None
 
 
 @dataclass(eq=False)

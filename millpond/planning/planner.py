@@ -162,7 +162,10 @@ class Planner:
                 other = self.exchange(other, "one_to_one")
             fragment.slots.append(other.slots[0])
             slots.append(len(fragment.slots) - 1)
-        fragment.ops.append(SqlOp(node.template, node.step, slots=slots))
+        if node.op is not None:
+            fragment.ops.append(dataclasses.replace(node.op, slots=slots))
+        else:
+            fragment.ops.append(SqlOp(node.template, node.step, slots=slots))
         return fragment
 
     def _repartition(self, node: L.Repartition) -> Fragment:

@@ -1,0 +1,152 @@
+"""Operators that call a user's node object (smallpond's Arrow/Pandas compute nodes and
+PythonScriptNode): the node's ``process`` gets the partition's inputs and its result
+becomes the relation the next step reads."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import traceback
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from millpond.io.formats import copy_options
+from millpond.io.sqltext import quote_string, string_list
+from millpond.operators.base import Op, Step, UserCodeFailure
+from millpond.operators.context import load_udf
+from millpond.operators.python import to_table
+
+MODES = ("arrow_compute", "arrow_stream", "arrow_batch", "pandas_compute", "pandas_batch", "script")
+
+
+@dataclass
+class NodeProcessOp(Op):
+    """Run ``node.process(runtime_ctx, inputs…)`` over partition i of every input."""
+
+    mode: str
+    payload: bytes
+    step: Step
+    slots: list[int] = field(default_factory=list)
+    batch_size: int | None = None
+
+    runs_in = "python"
+
+    def apply(self, ctx, rel: str) -> str:
+        node = load_udf(self.payload)
+        inputs = [rel] + [ctx.slot_sql[i] for i in self.slots]
+        if self.mode == "script":
+            return self._script(ctx, node, inputs)
+        if self.mode in ("arrow_compute", "pandas_compute"):
+            tables = [ctx.con.sql(sql).to_arrow_table() for sql in inputs]
+            args = [t.to_pandas() for t in tables] if self.mode == "pandas_compute" else tables
+            return self._register(ctx, [self._call(node.process, ctx, args)])
+        if self.mode == "arrow_stream":
+            readers = [ctx.reader(sql, self.batch_size) for sql in inputs]
+            return self._register(
+                ctx, self._iterate(self._call(node.process, ctx, readers)), lazy=True
+            )
+        # batch modes: one call per batch of the first input (other inputs whole)
+        others = [ctx.con.sql(sql).to_arrow_table() for sql in inputs[1:]]
+        pandas = self.mode == "pandas_batch"
+
+        def outputs() -> Iterator[Any]:
+            for batch in ctx.reader(inputs[0], self.batch_size):
+                table = pa.Table.from_batches([batch])
+                args = [table, *others]
+                yield self._call(
+                    node.process, ctx, [a.to_pandas() for a in args] if pandas else args
+                )
+
+        return self._register(ctx, outputs(), lazy=True)
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
+
+    def _iterate(self, results: Iterable) -> Iterator:
+        iterator = iter(results) if results is not None else iter(())
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
+            yield item
+
+    def _tables(self, items: Iterable[Any]) -> Iterator[pa.Table]:
+        for item in items:
+            try:
+                table = to_table(item, self.step)
+            except TypeError as exc:
+                raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
+            if table is not None:
+                yield table
+
+    def _register(self, ctx, items: Iterable[Any], lazy: bool = False) -> str:
+        tables = self._tables(items)
+        if not lazy:
+            collected = list(tables)
+            if not collected:
+                raise UserCodeFailure(
+                    TypeError(f"{self.step.label} returned nothing"), self.step, ""
+                )
+            table = pa.concat_tables(collected, promote_options="permissive")
+            return f"SELECT * FROM {ctx.register(table)}"
+        failures = ctx.user_failures
+        first = next(tables, None)
+        if first is None:
+            raise UserCodeFailure(
+                TypeError(f"{self.step.label} produced no output at all"), self.step, ""
+            )
+        schema = first.schema
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for table in itertools.chain([first], tables):
+                    yield from (
+                        table if table.schema.equals(schema) else table.cast(schema)
+                    ).to_batches()
+            except UserCodeFailure as failure:
+                failures.append(failure)
+                raise
+
+        return f"SELECT * FROM {ctx.register(pa.RecordBatchReader.from_batches(schema, batches()))}"
+
+    def _script(self, ctx, node, inputs: list[str]) -> str:
+        """PythonScriptNode: the inputs as Parquet datasets, an output directory; whatever
+        Parquet files the script writes there are the partition's output."""
+        from millpond.logical.dataset import ParquetDataSet
+
+        work = ctx.work_dir
+        datasets = []
+        for index, sql in enumerate(inputs):
+            path = os.path.join(work, f"input-{index}.parquet")
+            ctx.con.execute(
+                f"COPY ({sql}) TO {quote_string(path)} {copy_options('parquet')}"
+            ).fetchall()
+            datasets.append(ParquetDataSet([path]))
+        output = os.path.join(work, "output")
+        os.makedirs(output, exist_ok=True)
+        ok = self._call(node.process, ctx, datasets, output)
+        if ok is False:
+            exc = RuntimeError(
+                f"{self.step.label}: process() returned False (the script reported failure)"
+            )
+            raise UserCodeFailure(exc, self.step, "".join(traceback.format_exception_only(exc)))
+        files = sorted(
+            os.path.join(root, f)
+            for root, _d, names in os.walk(output)
+            for f in names
+            if f.endswith(".parquet")
+        )
+        if not files:
+            return (
+                f"SELECT * FROM {ctx.register(pa.table({'__mp_empty': pa.array([], pa.int8())}))}"
+            )
+        return f"SELECT * FROM read_parquet({string_list(files)}, union_by_name = true)"
