@@ -10,12 +10,11 @@ import cloudpickle
 import pyarrow as pa
 
 from millpond.errors import PlanError, UnpicklableFunctionError
-from millpond.io import commit as commits
-from millpond.io.formats import WRITE_FORMATS
+from millpond.io.writer import DatasetWrite
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import FilePartition, PartitionData, TablePartition
 from millpond.operators.python import BATCH_FORMATS, PythonOp
-from millpond.operators.sinks import CountSink, MaterializeSink, WriteSink
+from millpond.operators.sinks import CountSink, MaterializeSink
 from millpond.operators.sql import ColumnsOp, SqlOp, WithColumnOp
 from millpond.planning import logical as L
 from millpond.planning.aggregates import parse_aggs
@@ -400,26 +399,16 @@ class DataFrame:
     def _write(
         self, fmt: str, path: str, partition_by: str | Sequence[str] | None, mode: str
     ) -> None:
-        assert fmt in WRITE_FORMATS
-        path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-        if not commits.check_destination(path, mode):
+        write = DatasetWrite(path, fmt, mode, _names(partition_by, "partition_by"))
+        if not write.wanted():
             return
-        keys = _names(partition_by, "partition_by")
-        job = self.session.job(self._node, lambda i, inline: None, f"write_{fmt}")  # type: ignore[arg-type]
-        staging = commits.staging_dir(path, job.job_id)
-        prefix = f"part-{job.job_id}-" if mode == "append" else "part-"
-
-        def sink(index: int, inline: bool) -> WriteSink:
-            directory = os.path.join(staging, f"_task-{index:05d}") if keys else staging
-            return WriteSink(fmt, directory, f"{prefix}{index:05d}", keys)
-
-        job.final_sink = sink
+        job = self.session.job(self._node, write.sink, f"write_{fmt}")
+        write.job_id = job.unique_id
         try:
             job.run()
-            os.makedirs(staging, exist_ok=True)
-            commits.commit(staging, path, mode)
+            write.commit()
         except BaseException:
-            commits.abort(staging)
+            write.abort()
             raise
         finally:
             job.cleanup()

@@ -16,14 +16,14 @@ import pyarrow as pa
 from millpond.config import SessionConfig
 from millpond.errors import PlanError
 from millpond.execution.engine import Engine, LocalEngine
-from millpond.execution.job import FinalSink, Job, new_job_id
+from millpond.execution.job import FinalSink, Job, new_job_id, remove_intermediate
 from millpond.execution.task import TaskResult
 from millpond.io.filesystem import partition_files, resolve_files
 from millpond.io.formats import READ_EXTENSIONS, ScanFormat, duckdb_columns
 from millpond.operators.base import user_step
 from millpond.operators.sql import SqlOp
 from millpond.planning import logical as L
-from millpond.planning.optimizer import optimize
+from millpond.planning.optimizer import optimize_all
 from millpond.planning.physical import PhysicalPlan
 from millpond.planning.planner import Planner
 
@@ -52,9 +52,13 @@ class Session:
         self.config = config
         self.session_id = session_id or new_job_id()
         self.session_dir = os.path.join(config.data_root, self.session_id)
+        # with an id of the user's, a re-run of the same script finds its jobs' directories
+        # (job-0001, job-0002… in the order they run) and resumes them
+        self.resumable = session_id is not None
         self.engine: Engine = self._make_engine()
         self._cache: dict[int, L.Materialized] = {}
         self._closed = False
+        self._jobs = 0
         self.last_job: Job | None = None
         _live_sessions.add(self)
 
@@ -67,14 +71,28 @@ class Session:
 
     # -- life cycle -----------------------------------------------------------
     def shutdown(self) -> None:
-        """Stop worker processes and remove this session's temporary files. Idempotent."""
+        """Stop worker processes and remove this session's temporary files (cached results,
+        collected results, spill); the jobs' reports stay, and so does what a failed job of
+        a resumable session (``init(job_id=...)``) needs to resume. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self.engine.shutdown()
         self._cache.clear()
-        if not self.config.keep_intermediate:
-            shutil.rmtree(self.session_dir, ignore_errors=True)
+        if self.config.keep_intermediate or not os.path.isdir(self.session_dir):
+            return
+        for entry in os.listdir(self.session_dir):
+            path = os.path.join(self.session_dir, entry)
+            if entry in ("cache", "results", "spill"):
+                shutil.rmtree(path, ignore_errors=True)
+            elif entry.startswith("job-") and os.path.isdir(path):
+                failed = os.path.exists(os.path.join(path, "FAILED.txt"))
+                if not (self.resumable and failed):
+                    remove_intermediate(path)
+        try:
+            os.rmdir(self.session_dir)  # only if nothing (no report) is left
+        except OSError:
+            pass
 
     def __enter__(self) -> Session:
         return self
@@ -207,21 +225,26 @@ class Session:
         return self._from_tables(table, npartitions, user_step("from_items"))
 
     def partial_sql(self, query: str, *inputs: DataFrame) -> DataFrame:
-        """DuckDB SQL run on each partition; ``{0}``, ``{1}``… are the inputs' partitions
-        (partition i of every input together). With no inputs the query is a source."""
+        """DuckDB SQL run on each partition; ``{0}``, ``{1}``… name the inputs' partitions
+        (partition i of every input together; a one-partition input goes to every task).
+        As in smallpond the query is a Python format string: write ``{{``/``}}`` for literal
+        braces; ``{rand_seed}``, ``{batch_index}`` and ``{__data_partition__}`` are
+        available. With no inputs the query is a source."""
         step = user_step(f"partial_sql({query!r})")
+        op = SqlOp(query, step, python_format=True)
         if not inputs:
             source = L.InMemory((), step, tables=[pa.table({"__mp_none": pa.array([], pa.int8())})])
-            return self._df(L.Narrow((source,), step, op=SqlOp(query, step)))
+            return self._df(L.Narrow((source,), step, op=op))
         for df in inputs:
             if df.session is not self:
                 raise PlanError("partial_sql inputs must belong to the same session")
         if len(inputs) == 1:
-            return self._df(L.Narrow((inputs[0]._node,), step, op=SqlOp(query, step)))
-        return self._df(L.PartialSql(tuple(df._node for df in inputs), step, template=query))
+            return self._df(L.Narrow((inputs[0]._node,), step, op=op))
+        return self._df(L.PartialSql(tuple(df._node for df in inputs), step, template=query, op=op))
 
     # -- planning and running -------------------------------------------------
-    def _with_cache(self, node: L.LogicalNode) -> L.LogicalNode:
+    def _with_cache(self, *nodes: L.LogicalNode) -> list[L.LogicalNode]:
+        """The plans with every already computed node replaced by its cached result."""
         done: dict[int, L.LogicalNode] = {}
 
         def visit(n: L.LogicalNode) -> L.LogicalNode:
@@ -232,18 +255,19 @@ class Session:
                 done[n.id] = n if inputs == n.inputs else dataclasses.replace(n, inputs=inputs)
             return done[n.id]
 
-        return visit(node)
+        return [visit(node) for node in nodes]
 
     def optimized(self, node: L.LogicalNode) -> L.LogicalNode:
-        return optimize(self._with_cache(node))
+        return optimize_all(self._with_cache(node))[0]
 
-    def physical_plan(self, node: L.LogicalNode) -> PhysicalPlan:
+    def physical_plan(self, *nodes: L.LogicalNode) -> PhysicalPlan:
+        """Stages computing every node given (one output each), sharing common work."""
         planner = Planner(
             self.config.default_shuffle_partitions,
             # inline_bytes=0 (always use workers) must not turn broadcast joins off
             broadcast_bytes=max(self.config.inline_bytes, BROADCAST_BYTES),
         )
-        return planner.build(self.optimized(node))
+        return planner.build(*optimize_all(self._with_cache(*nodes)))
 
     def run(
         self, node: L.LogicalNode, final_sink: FinalSink, description: str
@@ -259,13 +283,27 @@ class Session:
 
     def job(self, node: L.LogicalNode, final_sink: FinalSink, description: str) -> Job:
         self._check_open()
+        return self.new_job(self.physical_plan(node), final_sink, description)
+
+    def new_job(
+        self,
+        plan: PhysicalPlan,
+        final_sink: FinalSink | list[FinalSink] | None,
+        description: str,
+    ) -> Job:
+        """A job for ``plan``, with the session's next job id (``job-0001``, ``job-0002``…):
+        its directory is ``data_root/session_id/job_id``."""
+        self._check_open()
+        self._jobs += 1
         job = Job(
-            self.physical_plan(node),
+            plan,
             self.engine,
             self.config,
             self.session_dir,
             final_sink,
             description,
+            job_id=f"job-{self._jobs:04d}",
+            resumable=self.resumable,
         )
         self.last_job = job
         return job

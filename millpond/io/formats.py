@@ -54,7 +54,7 @@ class ScanFormat:
         opts = dict(self.options)
         if self.name == "parquet":
             args = [files]
-            for key in ("union_by_name", "hive_partitioning", "filename"):
+            for key in ("union_by_name", "hive_partitioning", "filename", "file_row_number"):
                 if key in opts and opts[key] is not None:
                     args.append(f"{key} = {_sql_value(opts[key])}")
             return f"read_parquet({', '.join(args)})"

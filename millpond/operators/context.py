@@ -52,6 +52,7 @@ class TaskContext:
         self.slot_sql: list[str] = slot_sql or []
         self._keep_alive: list[Any] = []
         self._views: dict[str, Any] = {}
+        self._sql_views: list[tuple[str, str]] = []
 
     def register(self, data: pa.Table | pa.RecordBatchReader) -> str:
         """Expose an Arrow table or stream to SQL under a fresh view name (on every cursor
@@ -60,6 +61,13 @@ class TaskContext:
         self.con.register(name, data)
         self._views[name] = data
         return quote_ident(name)
+
+    def define_view(self, sql: str) -> str:
+        """A named view of a query (smallpond queries refer to their inputs by name)."""
+        name = quote_ident(f"__input_{self.stage_id}_{self.task_index}_{next(_names)}")
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}").fetchall()
+        self._sql_views.append((name, sql))
+        return name
 
     def columns(self, sql: str) -> list[str]:
         """Column names of a query, by binding it (nothing is executed)."""
@@ -83,6 +91,8 @@ class TaskContext:
         self._keep_alive.append(cursor)
         for name, data in self._views.items():
             cursor.register(name, data)
+        for name, definition in self._sql_views:
+            cursor.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {definition}").fetchall()
         return cursor.sql(sql).to_arrow_reader(batch_size or self.batch_size)
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ for an exchange, a user's output dataset, or just a row count."""
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ from millpond.operators.shuffle import BUCKET_COLUMN, Bucketing
 
 SAMPLE_ROWS = 1000
 INTERMEDIATE_COMPRESSION = "lz4_raw"
+TMP_SUFFIX = ".tmp"  # intermediate outputs are written under this suffix, then renamed
 
 
 @dataclass
@@ -77,7 +79,10 @@ class MaterializeSink:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         rel = exact_for_parquet(ctx, rel)
         opts = copy_options("parquet", compression=INTERMEDIATE_COMPRESSION)
-        rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(self.path)} {opts}").fetchall()[0][0]
+        # written aside and renamed: a file under its final name is always complete
+        tmp = self.path + TMP_SUFFIX
+        rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(tmp)} {opts}").fetchall()[0][0]
+        os.replace(tmp, self.path)
         out = SinkOutput(schema=schema, rows=rows, partition=_file_partition([self.path], rows))
         out.nbytes = out.partition.nbytes
         if self.sample_column is not None and rows:
@@ -109,9 +114,15 @@ class BucketSink:
         opts = copy_options(
             "parquet", compression=INTERMEDIATE_COMPRESSION, partition_by=[BUCKET_COLUMN]
         )
-        rows = ctx.con.execute(
-            f"COPY ({bucketed}) TO {quote_string(self.directory)} {opts}"
-        ).fetchall()[0][0]
+        # written aside and renamed: a directory under its final name is always complete
+        tmp = self.directory + TMP_SUFFIX
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        rows = ctx.con.execute(f"COPY ({bucketed}) TO {quote_string(tmp)} {opts}").fetchall()[0][0]
+        if os.path.isdir(tmp):
+            if os.path.isdir(self.directory):
+                shutil.rmtree(self.directory)
+            os.replace(tmp, self.directory)
         out = SinkOutput(schema=schema, rows=rows)
         if not os.path.isdir(self.directory):
             return out

@@ -37,6 +37,10 @@ def render_template(
     return _PLACEHOLDER.sub(substitute, template)
 
 
+#: an ``extra_names`` value replaced by the task's partition index when the query runs
+TASK_INDEX = "\x00task_index"
+
+
 def task_placeholders(ctx) -> dict[str, object]:
     """Values of the named placeholders for this task; ``rand_seed`` is stable across retries."""
     seed = (ctx.stage_id * 1_000_003 + ctx.task_index * 7_919) % 2_147_483_647
@@ -84,22 +88,43 @@ class SqlOp(Op):
     predicate: str | None = None  # set for a plain filter, so the optimizer can push it into a scan
     setup: list[str] = field(default_factory=list)  # statements run first (smallpond query lists)
     udfs: dict[str, object] | None = None  # Python functions callable from the SQL
+    #: smallpond's convention: the query is a Python format string (``{{`` for a literal
+    #: brace), inputs are named views, and extra names (``{cpu_limit}``…) are available
+    python_format: bool = False
+    extra_names: dict[str, object] = field(default_factory=dict)
 
     def apply(self, ctx, rel: str) -> str:
         inputs = [rel] + [ctx.slot_sql[i] for i in self.slots]
-        for statement in self.setup:
-            try:
-                ctx.con.execute(
-                    render_template(statement, inputs, task_placeholders(ctx))
-                ).fetchall()
-            except duckdb.Error as exc:
-                raise QueryFailure(str(exc), statement, [self.step], type(exc).__name__) from None
         for name, fn in (self.udfs or {}).items():
             register_udf(ctx, name, fn, self.step)
-        try:
-            sql = render_template(self.template, inputs, task_placeholders(ctx))
-        except IndexError as exc:
-            raise QueryFailure(str(exc), self.template, [self.step], "PlanError") from None
+        if self.python_format:
+            views = [ctx.define_view(sql) for sql in inputs]
+            extra = {k: ctx.task_index if v == TASK_INDEX else v for k, v in self.extra_names.items()}
+            names = {**task_placeholders(ctx), **extra}
+        queries = [*self.setup, self.template]
+        for index, template in enumerate(queries):
+            try:
+                if self.python_format:
+                    sql = template.format(*views, query_index=index, **names)
+                else:
+                    sql = render_template(template, inputs, task_placeholders(ctx))
+            except (IndexError, KeyError) as exc:
+                message = f"the query refers to {{{exc.args[0] if exc.args else '?'}}}, which this step does not provide"
+                if isinstance(exc, IndexError):
+                    message = f"the query refers to an input the step does not have ({len(inputs)} input(s)): {exc}"
+                raise QueryFailure(message, template, [self.step], "PlanError") from None
+            except ValueError as exc:
+                raise QueryFailure(
+                    f"{exc} (literal braces in this query must be doubled: {{{{ and }}}})",
+                    template,
+                    [self.step],
+                    "PlanError",
+                ) from None
+            if index < len(self.setup):
+                try:
+                    ctx.con.execute(sql).fetchall()
+                except duckdb.Error as exc:
+                    raise QueryFailure(str(exc), sql, [self.step], type(exc).__name__) from None
         return bind(ctx, sql, [self.step])
 
 

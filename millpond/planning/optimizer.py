@@ -83,6 +83,11 @@ RULES: list[Rule] = [
 
 def optimize(root: LogicalNode, rules: list[Rule] | None = None) -> LogicalNode:
     """Apply the rules bottom-up until none fires. Shared subplans stay shared."""
+    return optimize_all([root], rules)[0]
+
+
+def optimize_all(roots: list[LogicalNode], rules: list[Rule] | None = None) -> list[LogicalNode]:
+    """:func:`optimize` for several roots at once, so what they share stays shared."""
     rules = RULES if rules is None else rules
     done: dict[int, LogicalNode] = {}
 
@@ -102,4 +107,4 @@ def optimize(root: LogicalNode, rules: list[Rule] | None = None) -> LogicalNode:
         done[node.id] = current
         return current
 
-    return visit(root)
+    return [visit(root) for root in roots]
