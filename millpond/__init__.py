@@ -40,6 +40,7 @@ def init(
     max_retry: int | None = None,
     shuffle_partitions: int | None = None,
     keep_intermediate: bool | None = None,
+    fail_fast: bool | None = None,
     inline_bytes: int | str | None = None,
     batch_size: int | None = None,
     **smallpond_options: object,
@@ -50,7 +51,11 @@ def init(
     ``MILLPOND_DATA_ROOT``, ``MILLPOND_NUM_EXECUTORS``, ``MILLPOND_MEMORY_LIMIT=8GB``);
     explicit arguments win. ``num_cpus`` is an alias of ``num_executors``. Stages whose input
     is at most ``inline_bytes`` (default 32MB) run in this process instead of on workers,
-    which keeps small jobs fast; ``inline_bytes=0`` always uses the workers. Options smallpond
+    which keeps small jobs fast; ``inline_bytes=0`` always uses the workers. Tasks that fail
+    for a system reason (a worker died, an I/O error) are retried up to ``max_retry`` times;
+    ``fail_fast=True`` turns every retry off. With ``job_id`` given, the session's jobs keep
+    deterministic directories under ``data_root/job_id``, and running the same script again
+    resumes each job from the tasks that had finished. Options smallpond
     accepts that have no meaning here (``job_time``, ``job_name``, ``bind_socket``,
     ``platform``, ``enable_profiling``…) are accepted and ignored.
     """
@@ -81,6 +86,7 @@ def init(
         max_retry=max_retry,
         shuffle_partitions=shuffle_partitions,
         keep_intermediate=keep_intermediate,
+        fail_fast=fail_fast,
         inline_bytes=inline_bytes,
         batch_size=batch_size,
     )

@@ -83,6 +83,7 @@ class SessionConfig:
     inline_bytes: int = 32 * MB
     target_partition_bytes: int = 256 * MB
     keep_intermediate: bool = False
+    fail_fast: bool = False  # no retries at all: the first failure of any task ends the job
     ray_address: str | None = None
 
     @property
@@ -111,6 +112,7 @@ class SessionConfig:
             "inline_bytes": parse_size,
             "target_partition_bytes": parse_size,
             "keep_intermediate": lambda v: _parse_bool("KEEP_INTERMEDIATE", v),
+            "fail_fast": lambda v: _parse_bool("FAIL_FAST", v),
             "ray_address": str,
         }
         for name, convert in converters.items():

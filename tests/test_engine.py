@@ -309,7 +309,12 @@ def test_session_context_manager_shuts_down(tmp_data_root):
         assert os.path.isdir(session_dir)
     assert len(workers) == 2
     assert wait_gone(workers) == []
-    assert not os.path.exists(session_dir)
+    # the temporary data is gone; each job's reports stay
+    assert sorted(os.listdir(session_dir)) == ["job-0001"]
+    assert sorted(os.listdir(os.path.join(session_dir, "job-0001"))) == [
+        "report.html",
+        "report.json",
+    ]
     with pytest.raises(RuntimeError, match="shut down"):
         session.from_items([{"x": 1}]).count()
     session.shutdown()  # idempotent

@@ -3,36 +3,23 @@ are small, else on a pool of worker processes sized to the machine."""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import subprocess
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-import cloudpickle
 import duckdb
 
-from millpond.execution.pool import Outcome, WorkerPool
+from millpond.execution.pool import Demand, Outcome, WorkerPool
 from millpond.execution.task import TaskSpec, run_task
 from millpond.execution.worker import describe_failure
 
-
-class _PickledFeed(deque):
-    """The pool's view of a queue of specs: pickled as taken, so retries appended to the
-    queue while the pool runs are seen."""
-
-    def __init__(self, specs: deque[TaskSpec]) -> None:
-        super().__init__()
-        self.specs = specs
-
-    def __bool__(self) -> bool:
-        return bool(self.specs)
-
-    def popleft(self) -> tuple[TaskSpec, bytes]:
-        spec = self.specs.popleft()
-        return spec, cloudpickle.dumps(spec)
-
-    def appendleft(self, item: tuple[TaskSpec, bytes]) -> None:
-        self.specs.appendleft(item[0])
+log = logging.getLogger("millpond.engine")
 
 
 class Engine(ABC):
@@ -43,16 +30,49 @@ class Engine(ABC):
     @property
     @abstractmethod
     def parallelism(self) -> int:
-        """How many tasks run at once."""
+        """How many executor slots there are (tasks of one slot each that run at once)."""
+
+    @property
+    def gpus(self) -> list[str]:
+        """The GPUs tasks may be given (``CUDA_VISIBLE_DEVICES`` entries); none by default."""
+        return []
 
     @abstractmethod
-    def run(self, queue: deque[TaskSpec], inline: bool) -> Iterator[Outcome]:
+    def run(
+        self,
+        queue: deque[TaskSpec],
+        inline: bool,
+        demand: Callable[[TaskSpec], Demand] | None = None,
+    ) -> Iterator[Outcome]:
         """Run the specs in ``queue`` (the caller may append retries while iterating) and
-        yield an :class:`Outcome` keyed by the spec for each."""
+        yield an :class:`Outcome` keyed by the spec for each. ``demand(spec)`` says how many
+        executor slots and GPUs a task occupies while it runs."""
 
     @abstractmethod
     def shutdown(self) -> None:
         """Release workers and connections; idempotent."""
+
+
+def detect_gpus() -> list[str]:
+    """GPUs of this machine: ``CUDA_VISIBLE_DEVICES`` when it is set (empty or ``-1``: none),
+    else the devices ``nvidia-smi -L`` lists, else none."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+        if devices and devices[0].startswith("-"):
+            return []
+        return devices
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        listing = subprocess.run(
+            [smi, "-L"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    devices = [line for line in listing.splitlines() if line.startswith("GPU")]
+    return [str(i) for i in range(len(devices))]
 
 
 class LocalEngine(Engine):
@@ -65,37 +85,60 @@ class LocalEngine(Engine):
         self._pool: WorkerPool | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
+        self._gpus: list[str] | None = None
 
     @property
     def parallelism(self) -> int:
         return self.num_executors
 
     @property
+    def gpus(self) -> list[str]:
+        if self._gpus is None:
+            self._gpus = detect_gpus()
+        return self._gpus
+
+    @property
     def pool(self) -> WorkerPool:
         with self._lock:
             if self._pool is None:
-                self._pool = WorkerPool(self.num_executors)
+                self._pool = WorkerPool(self.num_executors, self.gpus)
             return self._pool
 
     @property
     def worker_pids(self) -> list[int]:
         return self._pool.pids if self._pool is not None else []
 
-    def run(self, queue: deque[TaskSpec], inline: bool) -> Iterator[Outcome]:
+    def run(
+        self,
+        queue: deque[TaskSpec],
+        inline: bool,
+        demand: Callable[[TaskSpec], Demand] | None = None,
+    ) -> Iterator[Outcome]:
         if inline:
             yield from self._run_inline(queue)
             return
-        yield from self.pool.run(_PickledFeed(queue))
+        yield from self.pool.run(queue, demand=demand)
 
     def _run_inline(self, queue: deque[TaskSpec]) -> Iterator[Outcome]:
+        """One task at a time in this process (a task's demand is always met)."""
         if self._con is None:
             self._con = duckdb.connect()
+        pid = os.getpid()
         while queue:
             spec = queue.popleft()
+            started = time.time()
             try:
-                yield Outcome(spec, result=run_task(spec, self._con))
+                result = run_task(spec, self._con)
             except Exception as exc:  # noqa: BLE001 - classified like a worker's failure
-                yield Outcome(spec, failure=describe_failure(exc))
+                yield Outcome(
+                    spec,
+                    failure=describe_failure(exc),
+                    pid=pid,
+                    started=started,
+                    finished=time.time(),
+                )
+                continue
+            yield Outcome(spec, result=result, pid=pid, started=started, finished=result.finished)
 
     def shutdown(self) -> None:
         with self._lock:

@@ -264,7 +264,6 @@ class Job:
 
     def _finish(self, exc: BaseException | None) -> None:
         self.finished = time.time()
-        self._running_stage = None
         if exc is None:
             self.status = "succeeded"
         elif isinstance(exc, GeneratorExit):
@@ -273,6 +272,7 @@ class Job:
             self.status = "failed"
             self.error = _error_text(exc)
             self._record_failure(exc)
+        self._running_stage = None
         self._write_report()
 
     def _write_report(self) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing as mp
 import os
+import pickle
 import sys
+import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 import cloudpickle
@@ -63,22 +66,64 @@ class _Worker:
     process: mp.process.BaseProcess
     conn: object
     job: object = None
+    started: float = 0.0
+    slots: int = 0
+    gpus: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
 class Outcome:
-    """A finished task: ``result`` on success, else ``failure``."""
+    """A finished task: ``result`` on success, else ``failure``; ``pid``, ``started`` and
+    ``finished`` say where and when it ran (as the driver saw it)."""
 
     key: object
     result: object = None
     failure: Failure | None = None
+    pid: int | None = None
+    started: float = 0.0
+    finished: float = 0.0
+
+
+@dataclass
+class Demand:
+    """What one task occupies while it runs: executor slots and a share of GPUs."""
+
+    slots: int = 1
+    gpus: float = 0.0
+
+
+_EPS = 1e-6
+
+
+def _take_gpus(free: list[float], need: float) -> list[tuple[int, float]] | None:
+    """Devices (and how much of each) for a task needing ``need`` GPUs, taken from ``free``
+    (each device's unused fraction); None when they are not free now. A fractional need
+    shares one device with others (best fit); a need of one or more takes whole devices."""
+    if need <= _EPS:
+        return []
+    if need < 1 - _EPS:
+        fits = [i for i, f in enumerate(free) if f >= need - _EPS]
+        if not fits:
+            return None
+        device = min(fits, key=lambda i: (free[i], i))
+        free[device] -= need
+        return [(device, need)]
+    whole = math.ceil(need - _EPS)
+    devices = [i for i, f in enumerate(free) if f >= 1 - _EPS][:whole]
+    if len(devices) < whole:
+        return None
+    for i in devices:
+        free[i] -= 1.0
+    return [(i, 1.0) for i in devices]
 
 
 class WorkerPool:
-    """``size`` worker processes; started lazily, replaced when they die."""
+    """``size`` worker processes; started lazily, replaced when they die. ``gpus`` are the
+    device ids (``CUDA_VISIBLE_DEVICES`` entries) tasks may be given."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, gpus: list[str] | None = None) -> None:
         self.size = size
+        self.gpus = list(gpus or [])
         self._ctx = _context()
         self._workers: list[_Worker] = []
         self._closed = False
@@ -104,24 +149,56 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
-    def run(self, queue: deque) -> Iterator[Outcome]:
-        """Run ``(key, pickled TaskSpec)`` jobs taken from ``queue``, yielding outcomes as they
-        finish; the caller may append to ``queue`` (retries) while iterating. A job whose
-        worker died yields a ``system`` failure. Closing the iterator early stops the workers
-        still busy (they are replaced)."""
+    def run(
+        self,
+        queue: deque,
+        encode: Callable[[object], bytes] = cloudpickle.dumps,
+        demand: Callable[[object], Demand] | None = None,
+    ) -> Iterator[Outcome]:
+        """Run the tasks taken from ``queue`` (``encode(key)`` is what a worker receives),
+        yielding outcomes as they finish; the caller may append to ``queue`` (retries) while
+        iterating. A task starts when a worker is idle and its :class:`Demand` fits in what
+        the running tasks leave free (``size`` slots, the GPUs); tasks start in queue order.
+        A task whose worker died yields a ``system`` failure. Closing the iterator early
+        stops the workers still busy (they are replaced)."""
         self.start()
+        free_slots = self.size
+        free_gpus = [1.0] * len(self.gpus)
         try:
             while True:
                 for worker in [w for w in self._workers if w.job is None]:
                     if not queue:
                         break
-                    key, payload = queue.popleft()
+                    need = demand(queue[0]) if demand is not None else Demand()
+                    slots = max(1, min(need.slots, self.size))
+                    if slots > free_slots:
+                        break
+                    gpus = _take_gpus(free_gpus, min(need.gpus, float(len(self.gpus))))
+                    if gpus is None:
+                        break
+                    key = queue.popleft()
+                    env = {}
+                    if gpus:
+                        env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus[i] for i, _ in gpus)
                     try:
-                        worker.conn.send_bytes(payload)
-                        worker.job = key
+                        message = pickle.dumps((env, encode(key)), protocol=5)
+                    except BaseException:
+                        _give_back(free_gpus, gpus)
+                        raise
+                    try:
+                        worker.conn.send_bytes(message)
                     except (BrokenPipeError, OSError):
-                        queue.appendleft((key, payload))
+                        _give_back(free_gpus, gpus)
+                        queue.appendleft(key)
                         self._replace(worker)
+                        continue
+                    worker.job, worker.started, worker.slots, worker.gpus = (
+                        key,
+                        time.time(),
+                        slots,
+                        gpus,
+                    )
+                    free_slots -= slots
                 busy = [w for w in self._workers if w.job is not None]
                 if not busy:
                     if not queue:
@@ -129,18 +206,30 @@ class WorkerPool:
                     continue
                 ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
                 for worker in busy:
+                    if worker.conn not in ready and worker.process.sentinel not in ready:
+                        continue
+                    free_slots += worker.slots
+                    _give_back(free_gpus, worker.gpus)
+                    worker.slots, worker.gpus = 0, []
                     if worker.conn in ready:
                         try:
                             status, value = cloudpickle.loads(worker.conn.recv_bytes())
                         except (EOFError, OSError):
                             yield self._died(worker)
                             continue
-                        key, worker.job = worker.job, None
+                        outcome = Outcome(
+                            worker.job,
+                            pid=worker.process.pid,
+                            started=worker.started,
+                            finished=time.time(),
+                        )
+                        worker.job = None
                         if status == "ok":
-                            yield Outcome(key, result=value)
+                            outcome.result = value
                         else:
-                            yield Outcome(key, failure=value)
-                    elif worker.process.sentinel in ready:
+                            outcome.failure = value
+                        yield outcome
+                    else:
                         yield self._died(worker)
         finally:
             for worker in list(self._workers):
@@ -148,7 +237,7 @@ class WorkerPool:
                     self._replace(worker, kill=True)
 
     def _died(self, worker: _Worker) -> Outcome:
-        key = worker.job
+        key, started, pid = worker.job, worker.started, worker.process.pid
         worker.process.join(timeout=1)
         code = worker.process.exitcode
         signal_note = f" (signal {-code})" if code is not None and code < 0 else ""
@@ -162,12 +251,15 @@ class WorkerPool:
         message = f"worker process {worker.process.pid} died with exit code {code}{signal_note} while running the task"
         if code == -9:
             message += " (killed: out of memory, or by another process)"
-        return Outcome(key, failure=Failure("system", message))
+        return Outcome(
+            key, failure=Failure("system", message), pid=pid, started=started, finished=time.time()
+        )
 
     def _replace(self, worker: _Worker, kill: bool = False) -> None:
         if kill and worker.process.is_alive():
             worker.process.kill()
             worker.process.join(timeout=5)
+        worker.job = None
         try:
             worker.conn.close()
         except OSError:
@@ -199,6 +291,11 @@ class WorkerPool:
         _live_pools.discard(self)
         if not _live_pools:
             _stop_helper_processes()
+
+
+def _give_back(free: list[float], taken: list[tuple[int, float]]) -> None:
+    for device, amount in taken:
+        free[device] = min(1.0, free[device] + amount)
 
 
 def _stop_helper_processes() -> None:

@@ -43,6 +43,8 @@ class TaskSpec:
     threads: int = 1
     attempt: int = 0
     sink_step: Step = field(default_factory=lambda: Step("output"))
+    executor_slots: int = 1  # executor slots it occupies while it runs (cpu, memory)
+    gpus: float = 0.0  # GPUs it occupies (a fraction shares a device)
 
     @property
     def name(self) -> str:
@@ -94,7 +96,9 @@ class RuntimeContext(TaskContext):
     def work_dir(self) -> str:
         """A directory of this task attempt's own (created on first use)."""
         path = os.path.join(
-            self.job_dir, f"stage-{self.spec.stage_id}", f"work-{self.spec.index:05d}-a{self.spec.attempt}"
+            self.job_dir,
+            f"stage-{self.spec.stage_id}",
+            f"work-{self.spec.index:05d}-a{self.spec.attempt}",
         )
         os.makedirs(path, exist_ok=True)
         return path

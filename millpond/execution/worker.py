@@ -91,18 +91,36 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(0)
 
 
+def _set_environment(env: dict[str, str], base: dict[str, str | None]) -> None:
+    """Give the task the variables the pool chose for it (``CUDA_VISIBLE_DEVICES``: its
+    GPUs); variables set for an earlier task and not for this one go back to how the worker
+    started. (Libraries read them when they first start CUDA: a model a callable class
+    loaded for an earlier task stays where it was loaded.)"""
+    for name in set(base) | set(env):
+        base.setdefault(name, os.environ.get(name))
+        value = env.get(name, base[name])
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def worker_main(conn, parent_pid: int) -> None:
-    """Entry point of a worker process."""
+    """Entry point of a worker process. Each message is a pickled ``(environment, payload)``
+    pair: the variables to set for the task, and the cloudpickled TaskSpec."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     con = duckdb.connect()
+    base_env: dict[str, str | None] = {}
     while True:
         try:
-            payload = conn.recv_bytes()
+            message = conn.recv_bytes()
         except (EOFError, OSError):
             break
-        if not payload:
+        if not message:
             break
+        env, payload = pickle.loads(message)
+        _set_environment(env, base_env)
         try:
             conn.send_bytes(execute(payload, con))
         except (BrokenPipeError, OSError):
