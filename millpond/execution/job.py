@@ -113,6 +113,7 @@ class TaskRecord:
     nbytes: int = 0
     error: str = ""
     memory_limit: int = 0
+    retried: bool = False  # a failed attempt that another attempt followed
 
 
 def new_job_id() -> str:
@@ -169,6 +170,7 @@ class Job:
         self.fingerprint: str | None = None
         self.resumed = False  # the directory held a previous run of the same plan
         self._changed: set[int] = set()  # stages that ran tasks (their consumers cannot reuse)
+        self.stage_tasks: dict[int, tuple[int, bool]] = {}  # stage id -> (tasks, inline)
         self._running_stage: int | None = None
 
     @property
@@ -570,6 +572,7 @@ class Job:
         inputs = self._inputs(stage)
         inline = self._inline(inputs)
         ntasks = len(inputs)
+        self.stage_tasks[stage.id] = (ntasks, inline)
         results: list[TaskResult | None] = [None] * ntasks
         reused = self._reusable(stage, ntasks)
         for index, result in sorted(reused.items()):
@@ -621,22 +624,22 @@ class Job:
                 spec: TaskSpec = outcome.key
                 if outcome.failure is not None:
                     failure = outcome.failure
-                    self.records.append(
-                        TaskRecord(
-                            stage.id,
-                            spec.index,
-                            spec.attempt,
-                            "failed",
-                            outcome.started,
-                            outcome.finished,
-                            outcome.pid,
-                            error=f"{failure.kind}: {failure.message}",
-                            memory_limit=spec.memory_limit,
-                        )
+                    record = TaskRecord(
+                        stage.id,
+                        spec.index,
+                        spec.attempt,
+                        "failed",
+                        outcome.started,
+                        outcome.finished,
+                        outcome.pid,
+                        error=f"{failure.kind}: {failure.message}",
+                        memory_limit=spec.memory_limit,
                     )
+                    self.records.append(record)
                     retry = self._retry(stage, spec, failure, inline, system_failures, max_retry)
                     if retry is None:
                         raise self._error(failure, spec, stage)
+                    record.retried = True
                     retries += 1
                     self._discard_attempt(spec)
                     queue.append(retry)

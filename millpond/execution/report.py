@@ -31,6 +31,7 @@ PALETTE = (
     "#86bcb6",
 )
 FAILED_COLOUR = "#e15759"
+RETRIED_FILL = "url(#retried)"  # a failed attempt that was retried: red stripes
 TICK_STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
@@ -64,6 +65,7 @@ def report_data(job: Job) -> dict:
             status = "failed" if job.status == "failed" else "running"
         else:
             status = "pending"
+        tasks, inline = job.stage_tasks.get(stage.id, (None, None))
         stages.append(
             {
                 "id": stage.id,
@@ -72,16 +74,14 @@ def report_data(job: Job) -> dict:
                 "inputs": _inputs(stage),
                 "sink": stage.sink_kind,
                 "status": status,
-                "tasks": report.tasks if report else None,
+                "tasks": tasks,
                 "reused": report.reused if report else 0,
-                "inline": report.inline if report else None,
-                "where": (None if report is None else "inline" if report.inline else "workers"),
+                "inline": inline,
+                "where": None if inline is None else "inline" if inline else "workers",
                 "rows": report.rows if report else None,
                 "bytes": report.nbytes if report else None,
                 "seconds": round(report.seconds, 4) if report else None,
-                "retries": report.retries
-                if report
-                else sum(1 for r in job.records if r.stage_id == stage.id and r.status == "failed"),
+                "retries": sum(1 for r in job.records if r.stage_id == stage.id and r.retried),
                 "started": _iso(report.started) if report else None,
                 "finished": _iso(report.finished) if report else None,
                 "cpu_limit": stage.cpu_limit,
@@ -102,6 +102,7 @@ def report_data(job: Job) -> dict:
             "rows": r.rows,
             "bytes": r.nbytes,
             "memory_limit": r.memory_limit,
+            "retried": r.retried,
             "error": r.error or None,
         }
         for r in job.records
@@ -120,7 +121,8 @@ def report_data(job: Job) -> dict:
         "directory": job.dir,
         "resumed": job.resumed,
         "reused_tasks": sum(1 for r in job.records if r.status == "reused"),
-        "retries": sum(1 for r in job.records if r.status == "failed"),
+        "retries": sum(1 for r in job.records if r.retried),
+        "failed_attempts": sum(1 for r in job.records if r.status == "failed"),
         "driver_pid": os.getpid(),
         "fingerprint": job.fingerprint,
         "error": job.error,
@@ -232,14 +234,14 @@ def _plan_svg(stages: list[dict]) -> str:
     for s in stages:
         x, y = pos[s["id"]]
         border = FAILED_COLOUR if s["status"] == "failed" else _colour(s["id"])
-        title = s["node"] or s["ops"]
-        label = title if len(title) <= 30 else title[:29] + "…"
+        title = f"stage {s['id']}: {s['node'] or s['ops']}"
+        label = title if len(title) <= 31 else title[:30] + "…"
         sub = f"{s['tasks']} task(s), {s['where']}" if s["tasks"] is not None else s["status"]
         parts.append(
             f'<g><title>{escape(s["ops"])}</title><rect x="{x}" y="{y}" width="{box_w}" '
             f'height="{box_h}" rx="6" fill="#fff" stroke="{border}" stroke-width="2"/>'
             f'<rect x="{x}" y="{y}" width="6" height="{box_h}" rx="2" fill="{_colour(s["id"])}"/>'
-            f'<text x="{x + 12}" y="{y + 18}" font-weight="600">stage {s["id"]}: {escape(label)}</text>'
+            f'<text x="{x + 12}" y="{y + 18}" font-weight="600">{escape(label)}</text>'
             f'<text x="{x + 12}" y="{y + 35}" fill="#666">{escape(sub)}</text></g>'
         )
     parts.append("</svg>")
@@ -261,7 +263,10 @@ def _timeline_svg(data: dict) -> str:
     width = label_w + plot_w + 20
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="task timeline">'
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="task timeline">',
+        '<defs><pattern id="retried" width="6" height="6" patternUnits="userSpaceOnUse" '
+        'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fbd3d4"/>'
+        f'<rect width="3" height="6" fill="{FAILED_COLOUR}"/></pattern></defs>',
     ]
     step = _tick_step(span)
     tick = 0.0
@@ -286,7 +291,7 @@ def _timeline_svg(data: dict) -> str:
         x = label_w + (t["start"] - t0) / span * plot_w
         w = max(1.5, (t["end"] - t["start"]) / span * plot_w)
         failed = t["status"] == "failed"
-        fill = FAILED_COLOUR if failed else _colour(t["stage"])
+        fill = RETRIED_FILL if t["retried"] else FAILED_COLOUR if failed else _colour(t["stage"])
         stroke = ' stroke="#7a0000" stroke-width="1.5"' if failed or t["attempt"] else ""
         tip = (
             f"stage {t['stage']} task {t['index']} attempt {t['attempt']}: {t['status']}, "
@@ -348,8 +353,9 @@ def render_html(data: dict) -> str:
     h.append('<h2 id="timeline">Task timeline</h2>')
     h.append(_timeline_svg(data))
     h.append(
-        '<div class="small">One lane per process; bars are task attempts coloured by stage, '
-        "failed attempts in red, retries outlined. Hover for details.</div>"
+        '<div class="small">One lane per process; bars are task attempts coloured by stage; '
+        "attempts that failed and were retried striped red, a failure that ended the job solid red; "
+        "retries outlined. Hover for details.</div>"
     )
     h.append('<h2 id="stages">Stages</h2>')
     h.append(
@@ -369,7 +375,7 @@ def render_html(data: dict) -> str:
         )
     h.append("</table>")
     h.append(
-        f"<details{' open' if data['retries'] else ''}><summary>Task attempts ({len(data['tasks'])})</summary>"
+        f"<details{' open' if data['failed_attempts'] else ''}><summary>Task attempts ({len(data['tasks'])})</summary>"
     )
     h.append(
         "<table><tr><th>stage</th><th>task</th><th>attempt</th><th>status</th><th>pid</th>"
@@ -377,14 +383,17 @@ def render_html(data: dict) -> str:
     )
     t0 = data["start"] or 0
     for t in data["tasks"]:
-        cls = {"failed": "failed", "reused": "reused"}.get(
-            t["status"], "retry" if t["attempt"] else ""
+        cls = (
+            "retry"
+            if t["retried"] or (t["attempt"] and t["status"] == "ok")
+            else {"failed": "failed", "reused": "reused"}.get(t["status"], "")
         )
         start = "" if t["status"] == "reused" or not t["start"] else f"{t['start'] - t0:.3f}"
         h.append(
             f'<tr class="{cls}"><td>{t["stage"]}</td><td>{t["index"]}</td>'
             f'<td class="num">{t["attempt"]}</td><td>{escape(t["status"])}</td>'
-            f'<td>{_num(t["pid"])}</td><td class="num">{start}</td>'
+            f"<td>{escape(str(t['pid'] or ''))}</td>"
+            f'<td class="num">{start}</td>'
             f'<td class="num">{_num(t["seconds"])}</td><td class="num">{_num(t["rows"])}</td>'
             f'<td class="num">{_size(t["bytes"])}</td><td>{escape(t["error"] or "")}</td></tr>'
         )
