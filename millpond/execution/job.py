@@ -172,6 +172,7 @@ class Job:
         self._changed: set[int] = set()  # stages that ran tasks (their consumers cannot reuse)
         self.stage_tasks: dict[int, tuple[int, bool]] = {}  # stage id -> (tasks, inline)
         self._running_stage: int | None = None
+        self._warned: set[tuple[int, str]] = set()
 
     @property
     def unique_id(self) -> str:
@@ -191,8 +192,8 @@ class Job:
     # -- public ---------------------------------------------------------------
     def run(self) -> list[TaskResult]:
         """Run every stage; returns the final stage's results in partition order."""
-        self._start()
         try:
+            self._start()
             for stage in self.plan.stages:
                 self.results[stage.id] = list(self._run_stage(stage))
         except BaseException as exc:
@@ -208,8 +209,8 @@ class Job:
     def stream(self) -> Iterator[TaskResult]:
         """Like :meth:`run`, but yields the final stage's results in partition order as soon
         as each is ready, so a consumer can start before the last task ends."""
-        self._start()
         try:
+            self._start()
             for stage in self.plan.stages[:-1]:
                 self.results[stage.id] = list(self._run_stage(stage))
             yield from self._run_stage(self.plan.final, ordered_stream=True)
@@ -238,7 +239,12 @@ class Job:
         if not self.resumable:
             # a fresh directory no later run can find: nothing to resume, nothing to record
             return
-        self.fingerprint = plan_fingerprint(self.plan, self._final_sink_description())
+        try:
+            self.fingerprint = plan_fingerprint(self.plan, self._final_sink_description())
+        except Exception:  # noqa: BLE001 - resuming is best effort; the job still runs
+            log.warning("%s: cannot fingerprint the plan; it will not resume", self.job_id)
+            log.debug("fingerprint failure", exc_info=True)
+            return
         path = os.path.join(self.dir, FINGERPRINT_FILE)
         previous = None
         try:
@@ -458,9 +464,8 @@ class Job:
     # -- resources ------------------------------------------------------------
     def _warn_once(self, stage: Stage, what: str, message: str) -> None:
         key = (stage.id, what)
-        warned = self.__dict__.setdefault("_warned", set())
-        if key not in warned:
-            warned.add(key)
+        if key not in self._warned:
+            self._warned.add(key)
             log.warning(message)
 
     def _share(self) -> int:
@@ -646,7 +651,7 @@ class Job:
                     continue
                 result: TaskResult = outcome.result
                 results[spec.index] = result
-                if self.resumable:
+                if self.fingerprint is not None:  # a resumable job: record its progress
                     self._save_done(result)
                 self.records.append(
                     TaskRecord(
