@@ -168,6 +168,7 @@ class Driver:
         success, 1 on failure; pass ``stop_process_on_done=False`` to get the result (and
         exceptions) instead."""
         options = self.parse_arguments()[1]
+        _configure_logging(options)
         try:
             result = run_plan(plan, options)
         except Exception:
@@ -180,6 +181,15 @@ class Driver:
         return result
 
 
+def _configure_logging(options: argparse.Namespace) -> None:
+    """A Driver program logs to the console (unless the program configured logging itself),
+    so a failure is reported even when it happens before the job starts."""
+    logging.basicConfig(
+        level=getattr(logging, str(options.console_log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
 def _session(options: argparse.Namespace):
     import millpond
 
@@ -187,10 +197,6 @@ def _session(options: argparse.Namespace):
         raise NotImplementedError(
             "the Ray engine is not available yet in this version of millpond; run with mode 'scheduler' (or 'local')"
         )
-    logging.basicConfig(
-        level=getattr(logging, str(options.console_log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     return millpond.init(
         job_id=options.job_id,
         data_root=options.data_root,
@@ -224,13 +230,15 @@ def run_plan(plan: LogicalPlan, options: argparse.Namespace) -> ExecutionResult:
             (n, n.output_name) for n in named
         ]
         nodes, sinks, writes = [], [], []
+        final = os.path.join(output_root, "FinalResults")
+        plain = [n for n in roots if not isinstance(n, DataSinkNode) and not n.output_name]
         for node, name in targets:
             if isinstance(node, DataSinkNode):
                 path = node.output_path
             elif name is not None or node.output_name:
                 path = os.path.join(node.output_path or output_root, name or node.output_name)
-            else:
-                path = os.path.join(output_root, "FinalResults")
+            else:  # several unnamed roots (a RootNode) each get a directory of FinalResults
+                path = final if len(plain) == 1 else os.path.join(final, repr(node))
             write = DatasetWrite(path, "parquet", mode="overwrite")
             writes.append((node, name, write))
             nodes.append(compiled[node.id].node)
@@ -255,11 +263,17 @@ def run_plan(plan: LogicalPlan, options: argparse.Namespace) -> ExecutionResult:
             raise
         finally:
             job.cleanup()
-        first_root, first_write = roots[0], writes[0][2]
+        if len(roots) == 1:
+            final, final_output = writes[0][2].path, outputs[(roots[0].id, None)]
+        else:  # a RootNode: the results of all its inputs
+            final = final if plain else writes[0][2].path
+            final_output = ParquetDataSet(
+                [p for node in roots for p in outputs[(node.id, None)].paths]
+            )
         return ExecutionResult(
             successful=True,
-            final_output_path=first_write.path,
-            final_output=outputs[(first_root.id, None)],
+            final_output_path=final,
+            final_output=final_output,
             named_outputs={name: outputs[(node.id, name)] for node, name, _w in writes if name},
             job_dir=job.dir,
             report_path=getattr(job, "report_path", None),

@@ -266,7 +266,7 @@ class PartitionedDataSet(DataSet):
 
     def to_logical(self, step: Step) -> L.LogicalNode:
         nodes = [d.to_logical(step) for d in self.datasets]
-        if all(isinstance(n, L.Scan) for n in nodes) and len({n.format for n in nodes}) == 1:
+        if nodes and all(isinstance(n, L.Scan) and n.format == nodes[0].format for n in nodes):
             return L.Scan(
                 (),
                 step,

@@ -24,7 +24,7 @@ from millpond.io.sqltext import ident_list, quote_ident
 from millpond.logical.dataset import DataSet, ParquetDataSet
 from millpond.operators.base import Step, callable_name, user_step
 from millpond.operators.nodes import NodeProcessOp
-from millpond.operators.sql import TASK_INDEX, ColumnsOp, SqlOp
+from millpond.operators.sql import TASK_INDEX, ColumnsOp, PythonUdf, SqlOp
 from millpond.planning import logical as L
 
 TOPLEVEL = "@toplevel@"
@@ -49,10 +49,28 @@ class Context:
         return_type: Any = None,
         use_arrow_type: bool = False,
     ) -> str:
-        """Register a Python function that SqlEngineNode queries may call by ``name``
-        (argument and return types come from its annotations)."""
-        self.udfs[name] = func
+        """Register a Python function that SqlEngineNode queries may call by ``name``; the
+        argument and return types are ``params``/``return_type`` (DuckDB types or type names)
+        or else come from its annotations."""
+        if params is None and return_type is None and not use_arrow_type:
+            self.udfs[name] = func
+        else:
+            self.udfs[name] = PythonUdf(
+                func,
+                [_duckdb_type_name(p) for p in params]
+                if isinstance(params, (list, tuple))
+                else None,
+                _duckdb_type_name(return_type) if return_type is not None else None,
+                use_arrow_type,
+            )
         return name
+
+
+def _duckdb_type_name(t: Any) -> str:
+    """A DuckDB type name for a DuckDB type, a type name, or smallpond's UDFType."""
+    if hasattr(t, "to_duckdb_type"):
+        t = t.to_duckdb_type()
+    return str(t)
 
 
 class Node:
@@ -431,7 +449,7 @@ class HashPartitionNode(PartitionNode):
             op=SqlOp(
                 f"SELECT * REPLACE (CAST(({expr}) AS UBIGINT) AS {column}) FROM {{0}}"
                 if self.shuffle_only
-                else f"SELECT COLUMNS(c -> c != {_sql_str(self.data_partition_column)}), CAST(({expr}) AS UBIGINT) AS {column} FROM {{0}}",
+                else f"SELECT COLUMNS(lambda c: c != {_sql_str(self.data_partition_column)}), CAST(({expr}) AS UBIGINT) AS {column} FROM {{0}}",
                 self.step,
             ),
         )

@@ -53,6 +53,9 @@ class TaskContext:
         self._keep_alive: list[Any] = []
         self._views: dict[str, Any] = {}
         self._sql_views: list[tuple[str, str]] = []
+        #: Python UDFs registered on this task's cursor: DuckDB keeps them in the catalog
+        #: after the cursor closes, so they are removed at the end of the task
+        self.functions: list[str] = []
 
     def register(self, data: pa.Table | pa.RecordBatchReader) -> str:
         """Expose an Arrow table or stream to SQL under a fresh view name (on every cursor
@@ -96,6 +99,12 @@ class TaskContext:
         return cursor.sql(sql).to_arrow_reader(batch_size or self.batch_size)
 
     def close(self) -> None:
+        for name in self.functions:
+            try:
+                self.con.remove_function(name)
+            except duckdb.Error:
+                pass
+        self.functions.clear()
         for obj in self._keep_alive:
             if isinstance(obj, duckdb.DuckDBPyConnection):
                 try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -139,14 +140,26 @@ class NodeProcessOp(Op):
                 f"{self.step.label}: process() returned False (the script reported failure)"
             )
             raise UserCodeFailure(exc, self.step, "".join(traceback.format_exception_only(exc)))
-        files = sorted(
-            os.path.join(root, f)
-            for root, _d, names in os.walk(output)
-            for f in names
-            if f.endswith(".parquet")
+        written = sorted(
+            os.path.join(root, f) for root, _d, names in os.walk(output) for f in names
         )
-        if not files:
-            return (
-                f"SELECT * FROM {ctx.register(pa.table({'__mp_empty': pa.array([], pa.int8())}))}"
+        files = [f for f in written if f.endswith(".parquet")]
+        if files:
+            return f"SELECT * FROM read_parquet({string_list(files)}, union_by_name = true)"
+        if written:
+            # other files are the output itself: keep them (beside the session's outputs,
+            # not in the job's scratch space) and list them, as smallpond's FileSet does
+            spec = ctx.spec
+            kept = os.path.join(
+                os.path.dirname(spec.temp_dir),
+                "files",
+                spec.job_id,
+                f"stage-{spec.stage_id}",
+                f"task-{spec.index:05d}-a{spec.attempt}",
             )
-        return f"SELECT * FROM read_parquet({string_list(files)}, union_by_name = true)"
+            shutil.rmtree(kept, ignore_errors=True)
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            shutil.move(output, kept)
+            paths = [os.path.join(kept, os.path.relpath(f, output)) for f in written]
+            return f"SELECT * FROM {ctx.register(pa.table({'resolved_paths': pa.array(paths, pa.string())}))}"
+        return f"SELECT * FROM {ctx.register(pa.table({'__mp_empty': pa.array([], pa.int8())}))}"

@@ -47,6 +47,17 @@ def task_placeholders(ctx) -> dict[str, object]:
     return {"rand_seed": seed, "batch_index": ctx.task_index, "__data_partition__": ctx.task_index}
 
 
+@dataclass
+class PythonUdf:
+    """A Python function with explicit DuckDB types (``ctx.create_function(name, f, params,
+    return_type)``); types are kept as type names so the function pickles."""
+
+    func: object
+    params: list[str] | None = None
+    return_type: str | None = None
+    use_arrow_type: bool = False
+
+
 def register_udf(ctx, name: str, fn: object, step: Step) -> None:
     """Make a Python function (or a DuckDB SQL macro string) callable from the task's SQL."""
     try:
@@ -57,7 +68,17 @@ def register_udf(ctx, name: str, fn: object, step: Step) -> None:
             ctx.con.remove_function(name)
         except duckdb.Error:
             pass
-        ctx.con.create_function(name, fn)
+        if isinstance(fn, PythonUdf):
+            ctx.con.create_function(
+                name,
+                fn.func,
+                fn.params,
+                fn.return_type,
+                type="arrow" if fn.use_arrow_type else "native",
+            )
+        else:
+            ctx.con.create_function(name, fn)
+        ctx.functions.append(name)
     except duckdb.Error as exc:
         raise QueryFailure(
             f"cannot register UDF {name!r}: {exc}", name, [step], type(exc).__name__
@@ -99,7 +120,9 @@ class SqlOp(Op):
             register_udf(ctx, name, fn, self.step)
         if self.python_format:
             views = [ctx.define_view(sql) for sql in inputs]
-            extra = {k: ctx.task_index if v == TASK_INDEX else v for k, v in self.extra_names.items()}
+            extra = {
+                k: ctx.task_index if v == TASK_INDEX else v for k, v in self.extra_names.items()
+            }
             names = {**task_placeholders(ctx), **extra}
         queries = [*self.setup, self.template]
         for index, template in enumerate(queries):

@@ -124,6 +124,7 @@ class Planner:
         return fragment
 
     def _scan(self, node: L.Scan) -> Fragment:
+        empty_schema = _scan_schema(node) if any(not files for files in node.partitions) else None
         parts = [
             ScanInput(
                 node.format,
@@ -135,7 +136,7 @@ class Planner:
                 steps=node.pushed_steps,
             )
             if files
-            else DataInput([], None)
+            else DataInput([], empty_schema)
             for files in node.partitions
         ]
         return Fragment([SourceSlot(parts)], partitions=len(parts))
@@ -347,3 +348,22 @@ def _source_columns(slot: SourceSlot) -> list[str] | None:
         except Exception:
             return None
     return None
+
+
+def _scan_schema(node: L.Scan):
+    """The columns a scan reads (from its first file), so an empty partition has them too."""
+    first = next((files for files in node.partitions if files), None)
+    if first is None:
+        return None
+    import duckdb
+
+    from millpond.operators.data import scan_sql
+
+    scan = ScanInput(node.format, [first[0].path], columns=node.columns)
+    con = duckdb.connect()
+    try:
+        return con.sql(f"SELECT * FROM ({scan_sql(scan)}) LIMIT 0").to_arrow_table().schema
+    except Exception:  # e.g. a remote file system: the empty partition has no columns then
+        return None
+    finally:
+        con.close()
