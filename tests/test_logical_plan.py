@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_frames_equal
 
-from millpond.errors import PlanError
+from millpond.errors import PlanError, SchemaMismatchError
 from millpond.execution.driver import Driver, ExecutionResult
 from millpond.logical.dataset import (
     ArrowTableDataSet,
@@ -821,6 +821,25 @@ def test_projection_generated_filename(workers, run, glob, data_dir):
     assert list(df.columns) == ["id", "filename"]
     expected = [os.path.join(data_dir, f"part-{i // ROWS_PER_FILE}.parquet") for i in range(NROWS)]
     assert df["filename"].tolist() == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=SchemaMismatchError,
+    reason="smallpond pools sources with different columns into one partition "
+    "(DataSetPartitionNode(ctx, (a, b), 1) + ProjectionNode(union_by_name=True)); millpond's "
+    "ProjectionNode ignores union_by_name and the planner refuses a union of different columns",
+)
+def test_pooled_sources_with_different_columns_union_by_name(inline, run, glob, tmp_path):
+    pq.write_table(pa.table({"id": [10_000, 10_001], "extra": ["a", "b"]}), tmp_path / "x.parquet")
+    ctx = Context()
+    a = DataSourceNode(ctx, ParquetDataSet([glob]))
+    b = DataSourceNode(ctx, ParquetDataSet([str(tmp_path / "x.parquet")]))
+    node = DataSetPartitionNode(ctx, (a, b), npartitions=1)
+    node = ProjectionNode(ctx, node, ["id", "extra"], union_by_name=True)
+    node = SqlEngineNode(ctx, (node,), "SELECT count(*) AS n, count(extra) AS e FROM {0}")
+    result = run(LogicalPlan(ctx, node))
+    assert frame_of(result).to_dict("records") == [{"n": NROWS + 2, "e": 2}]
 
 
 def test_limit_node(workers, run, glob, full_table):
