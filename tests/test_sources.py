@@ -145,7 +145,7 @@ def test_read_csv_infers_types(session, csv_dir):
 
 def test_read_csv_with_pyarrow_schema_uses_given_types(session, csv_dir):
     schema = pa.schema([("id", pa.int32()), ("name", pa.string()), ("score", pa.float32())])
-    result = session.read_csv(csv_dir, schema=schema).to_arrow()
+    result = session.read_csv(csv_dir, schema=schema, header=True).to_arrow()
     assert result.schema.field("id").type == pa.int32()
     assert result.schema.field("score").type == pa.float32()
     rows = sorted(result.to_pylist(), key=lambda r: r["id"])
@@ -156,7 +156,7 @@ def test_read_csv_with_pyarrow_schema_uses_given_types(session, csv_dir):
 
 def test_read_csv_with_dict_schema_reads_everything_as_given(session, csv_dir):
     result = session.read_csv(
-        csv_dir, schema={"id": "VARCHAR", "name": "VARCHAR", "score": "DOUBLE"}
+        csv_dir, schema={"id": "VARCHAR", "name": "VARCHAR", "score": "DOUBLE"}, header=True
     )
     table = result.to_arrow()
     assert table.schema.field("id").type == pa.string()
@@ -305,3 +305,11 @@ def test_partial_sql_two_inputs_after_transform(session):
         {"k": 0, "sq": 0},
         {"k": 2, "sq": 4},
     ]
+
+
+def test_read_csv_with_schema_and_no_header_row_keeps_every_row(session, tmp_path):
+    """smallpond's convention: a schema names the columns, so the files carry no header."""
+    path = tmp_path / "plain.csv"
+    path.write_text("1,alpha\n2,beta\n3,gamma\n")
+    rows = session.read_csv(str(path), {"id": "VARCHAR", "name": "VARCHAR"}).take_all()
+    assert sorted(r["id"] for r in rows) == ["1", "2", "3"]

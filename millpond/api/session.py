@@ -156,11 +156,15 @@ class Session:
         paths: str | Sequence[str],
         schema: pa.Schema | Mapping[str, Any] | None = None,
         delim: str = ",",
-        header: bool = True,
+        header: bool | None = None,
         recursive: bool = False,
         npartitions: int | None = None,
     ) -> DataFrame:
-        """CSV files; ``schema`` (pyarrow schema or ``{name: type}``) or inferred when omitted."""
+        """CSV files. With a ``schema`` (pyarrow schema or ``{name: type}``, in column order)
+        the files have no header row unless ``header=True`` — smallpond's convention; without
+        one, names come from the header row and types are inferred."""
+        if header is None:
+            header = schema is None
         options: dict[str, object] = {"delim": delim, "header": header}
         if schema is not None:
             options["columns"] = duckdb_columns(schema)
