@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_frames_equal
 
-from millpond.errors import PlanError, SchemaMismatchError
+from millpond.errors import PlanError
 from millpond.execution.driver import Driver, ExecutionResult
 from millpond.logical.dataset import (
     ArrowTableDataSet,
@@ -823,13 +823,6 @@ def test_projection_generated_filename(workers, run, glob, data_dir):
     assert df["filename"].tolist() == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SchemaMismatchError,
-    reason="smallpond pools sources with different columns into one partition "
-    "(DataSetPartitionNode(ctx, (a, b), 1) + ProjectionNode(union_by_name=True)); millpond's "
-    "ProjectionNode ignores union_by_name and the planner refuses a union of different columns",
-)
 def test_pooled_sources_with_different_columns_union_by_name(inline, run, glob, tmp_path):
     pq.write_table(pa.table({"id": [10_000, 10_001], "extra": ["a", "b"]}), tmp_path / "x.parquet")
     ctx = Context()
@@ -1033,3 +1026,29 @@ def test_concurrency_respects_cpu_limit(workers, run, glob, tmp_path):
     assert len(spans) == 4
     for (_s1, e1), (s2, _e2) in zip(spans, spans[1:]):
         assert s2 >= e1, "two tasks that each need both executor slots overlapped"
+
+
+def test_udf_decorator_with_smallpond_types_is_callable_from_sql(workers, run, tmp_path):
+    from millpond.logical.udf import UDFListType, UDFType, udf
+
+    @udf(params=[UDFType.INTEGER, UDFType.INTEGER], return_type=UDFType.INTEGER)
+    def gcd(a, b):
+        while b:
+            a, b = b, a % b
+        return a
+
+    @udf(params=[UDFType.VARCHAR], return_type=UDFListType(UDFType.VARCHAR))
+    def words(text):
+        return text.split()
+
+    table = pa.table({"a": pa.array([12, 9], pa.int32()), "b": pa.array([18, 6], pa.int32())})
+    dataset = ParquetDataSet.create_from(
+        table.append_column("t", pa.array(["x y", "z"])), str(tmp_path / "in")
+    )
+    ctx = Context()
+    node = DataSourceNode(ctx, dataset)
+    node = SqlEngineNode(
+        ctx, (node,), "SELECT gcd(a, b) AS g, len(words(t)) AS n FROM {0}", udfs=[gcd, words]
+    )
+    result = frame_of(run(LogicalPlan(ctx, node)), "g")
+    assert result.to_dict("records") == [{"g": 3, "n": 1}, {"g": 6, "n": 2}]

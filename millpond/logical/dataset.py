@@ -154,6 +154,16 @@ class ParquetDataSet(DataSet):
         super().__init__(paths, root_dir, recursive, columns, union_by_name)
         self.generated_columns = list(generated_columns or [])
 
+    @staticmethod
+    def create_from(table: pa.Table, output_dir: str, filename: str = "data") -> ParquetDataSet:
+        """Write ``table`` as ``<output_dir>/<filename>.parquet`` and return that dataset."""
+        import pyarrow.parquet as pq
+
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, f"{filename}.parquet")
+        pq.write_table(table, path)
+        return ParquetDataSet([path])
+
     def _scan_format(self) -> ScanFormat:
         filename = "filename" in self.generated_columns or None
         return ScanFormat(

@@ -22,6 +22,7 @@ from millpond.execution.task import RuntimeContext
 from millpond.io.filesystem import partition_files
 from millpond.io.sqltext import ident_list, quote_ident
 from millpond.logical.dataset import DataSet, ParquetDataSet
+from millpond.logical.udf import UserDefinedFunction
 from millpond.operators.base import Step, callable_name, user_step
 from millpond.operators.nodes import NodeProcessOp
 from millpond.operators.sql import TASK_INDEX, ColumnsOp, PythonUdf, SqlOp
@@ -265,9 +266,22 @@ class PartitionNode(Node):
         return f"npartitions={self.npartitions}, dimension={self.dimension}"
 
     def _input(self, inputs: list[Compiled]) -> L.LogicalNode:
+        """All inputs pooled. Plain scans of one format pool their files into one scan that
+        reads columns by name (smallpond merges the datasets' file lists the same way)."""
         if len(inputs) == 1:
             return inputs[0].node
-        return L.Union(tuple(c.node for c in inputs), self.step)
+        nodes = [c.node for c in inputs]
+        scans = [n for n in nodes if isinstance(n, L.Scan)]
+        if len(scans) == len(nodes) and len({s.format.name for s in scans}) == 1:
+            plain = all(
+                s.columns is None and s.predicate is None and s.limit is None for s in scans
+            )
+            if plain:
+                options = {**scans[0].format.options, "union_by_name": True}
+                files = [f for s in scans for part in s.partitions for f in part]
+                fmt = type(scans[0].format)(scans[0].format.name, options)
+                return L.Scan((), self.step, format=fmt, partitions=[files])
+        return L.Union(tuple(nodes), self.step)
 
 
 class EvenlyDistributedPartitionNode(PartitionNode):
@@ -564,7 +578,12 @@ class SqlEngineNode(Node):
     def _udf_functions(self) -> dict[str, object]:
         functions: dict[str, object] = {}
         for udf in self.udfs:
-            if callable(udf):
+            if isinstance(udf, UserDefinedFunction):
+                self.ctx.create_function(
+                    udf.name, udf.func, udf.params, udf.return_type, udf.use_arrow_type
+                )
+                functions[udf.name] = self.ctx.udfs[udf.name]
+            elif callable(udf):
                 functions[udf.__name__] = udf
             elif udf in self.ctx.udfs:
                 functions[udf] = self.ctx.udfs[udf]
