@@ -202,7 +202,8 @@ def _session(options: argparse.Namespace):
         data_root=options.data_root,
         num_executors=options.num_executors or None,
         memory_limit=options.memory_limit,
-        max_retry=0 if options.fail_fast else options.max_retry,
+        max_retry=options.max_retry,
+        fail_fast=options.fail_fast or None,
         keep_intermediate=options.keep_intermediate or None,
         progress=False if options.no_progress else None,
     )
