@@ -1,5 +1,6 @@
 """Exchanges at run time: turn the outputs of finished stages into the input partitions of
-the next stage's tasks (gather, regroup, split by rows, bucket coalescing, concatenation)."""
+the next stage's tasks (gather, regroup, split by rows, bucket coalescing, concatenation,
+and the ranges of a total-order sort)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from millpond.operators.data import (
     FilePartition,
     PartitionData,
     PartitionInput,
+    ScanInput,
     TablePartition,
 )
 from millpond.planning.physical import SourceSlot, Stage, StageSlot
@@ -104,6 +106,53 @@ def slot_inputs(
     raise PlanError(f"unknown exchange {slot.kind!r}")
 
 
+def task_inputs(
+    stage: Stage, results: dict[int, list[TaskResult]], stages: list[Stage], parallelism: int
+) -> list[list[PartitionInput]]:
+    """The inputs of each task of ``stage``: one row per task, one partition per slot.
+    Partition i of each slot goes to task i; a slot of one partition (or a broadcast
+    source) goes to every task."""
+    by_id = {s.id: s for s in stages}
+    groups = None
+    if any(isinstance(s, StageSlot) and s.kind == "buckets" for s in stage.slots):
+        groups = bucket_groups(stage, results, by_id, parallelism)
+    per_slot = [slot_inputs(slot, results, groups) for slot in stage.slots]
+    broadcast = [isinstance(slot, SourceSlot) and slot.broadcast for slot in stage.slots]
+    counts = {len(p) for p, b in zip(per_slot, broadcast) if not b}
+    if len(counts) > 1 and 1 in counts:
+        # as in smallpond, an input of one partition goes to every task of the others
+        broadcast = [b or len(p) == 1 for p, b in zip(per_slot, broadcast)]
+        counts = {len(p) for p, b in zip(per_slot, broadcast) if not b} or {1}
+    if len(counts) > 1:
+        raise PlanError(
+            f"the inputs of {stage.describe_ops()} have different numbers of partitions {sorted(counts)}; "
+            "partition i of each input is processed together, so repartition them to the same count"
+        )
+    ntasks = counts.pop() if counts else 1
+    rows = []
+    for i in range(ntasks):
+        row = []
+        for parts, shared in zip(per_slot, broadcast):
+            row.append(parts[0] if shared else parts[i])
+        rows.append(row)
+    return rows
+
+
+def runs_inline(inputs: list[list[PartitionInput]], inline_bytes: int) -> bool:
+    """Small stages (at most ``inline_bytes`` of input) run in the driver; so do scans of
+    ``memory://``, which lives there."""
+    total = 0
+    for row in inputs:
+        for part in row:
+            if isinstance(part, ScanInput):
+                if any(f.startswith("memory://") for f in part.files):
+                    return True
+                total += part.nbytes
+            elif isinstance(part, DataInput):
+                total += sum(max(0, p.nbytes) for p in part.pieces)
+    return total <= inline_bytes
+
+
 def _concat(slot: StageSlot, results: dict[int, list[TaskResult]]) -> list[PartitionInput]:
     first = _schema(results[slot.stages[0]])
     inputs: list[PartitionInput] = []
@@ -146,3 +195,41 @@ def _split_rows(
         files = [p for p in chosen if isinstance(p, FilePartition)]
         inputs.append(DataInput(chosen, schema, row_ranges=ranges if files else None))
     return inputs
+
+
+def prepare_range(stage: Stage, results: dict[int, list[TaskResult]], target_bytes: int) -> None:
+    """Boundaries of a total-order sort from the samples its producer collected: sets the
+    number of ranges of ``stage.bucketing`` (about one per ``target_bytes`` of data, at most
+    the planned number) and the values that separate them."""
+    import pyarrow.compute as pc
+
+    bucketing = stage.bucketing
+    produced = results[stage.range_from]
+    nbytes = sum(r.output.nbytes for r in produced)
+    n = max(1, min(bucketing.n, math.ceil(nbytes / target_bytes)))
+    samples = [
+        r.output.sample
+        for r in produced
+        if r.output.sample is not None and r.output.sample.num_rows
+    ]
+    bucketing.n = n
+    bucketing.boundaries = None
+    if n == 1 or not samples:
+        bucketing.n = 1
+        return
+    sample = (
+        pa.concat_tables(samples, promote_options="permissive")
+        .column(0)
+        .combine_chunks()
+        .drop_null()
+    )
+    if len(sample) == 0:
+        bucketing.n = 1
+        return
+    ordered = sample.take(
+        pc.array_sort_indices(sample, order="descending" if bucketing.descending else "ascending")
+    )
+    points = [ordered[len(ordered) * j // n] for j in range(1, n)]
+    bucketing.boundaries = pa.table(
+        {"i": pa.array(range(1, n), pa.int64()), "b": pa.array(points, type=sample.type)}
+    )

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,38 @@ PALETTE = (
 FAILED_COLOUR = "#e15759"
 RETRIED_FILL = "url(#retried)"  # a failed attempt that was retried: red stripes
 TICK_STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass
+class StageReport:
+    stage_id: int
+    tasks: int
+    inline: bool
+    rows: int
+    nbytes: int
+    seconds: float
+    retries: int
+    reused: int = 0  # tasks whose result a resumed job took from its previous run
+    started: float = 0.0
+    finished: float = 0.0
+
+
+@dataclass
+class TaskRecord:
+    """One attempt of one task (or a result reused from a previous run), for the report."""
+
+    stage_id: int
+    index: int
+    attempt: int
+    status: str  # "ok" | "failed" | "reused"
+    started: float
+    finished: float
+    pid: int | None
+    rows: int = 0
+    nbytes: int = 0
+    error: str = ""
+    memory_limit: int = 0
+    retried: bool = False  # a failed attempt that another attempt followed
 
 
 def _iso(ts: float | None) -> str | None:

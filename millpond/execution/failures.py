@@ -1,0 +1,104 @@
+"""A failed task as the user sees it: the exceptions a job raises, and the mapping from a
+worker's :class:`Failure` to the exception that points at the user's step."""
+
+from __future__ import annotations
+
+import traceback
+
+import cloudpickle
+
+from millpond.config import describe_size
+from millpond.errors import InputReadError, MillpondError, SqlError, TaskFailedError
+from millpond.execution.task import TaskSpec
+from millpond.execution.worker import Failure
+from millpond.planning.physical import Stage
+
+MAX_QUERY_IN_ERROR = 4000
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, shown as the cause of the re-raise."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+class MemoryLimitError(MillpondError, MemoryError):
+    """A task needed more memory than its budget allowed."""
+
+
+class UserFunctionError(MillpondError):
+    """A user function raised an exception that could not be sent back as itself."""
+
+
+def describe_node(stage: Stage) -> str:
+    """The user's node a stage computes, for messages."""
+    return (
+        f"node {stage.node_label!r}"
+        if stage.node_label
+        else f"stage {stage.id} ({stage.describe_ops()})"
+    )
+
+
+def task_error(
+    failure: Failure, spec: TaskSpec, stage: Stage, job_id: str, session_memory_limit: int
+) -> BaseException:
+    """The exception a job raises for a task ``failure`` that ends it: the user's own
+    exception (with the worker's traceback as its cause) where it could be sent back."""
+    where = f"partition {spec.index} of stage {spec.stage_id}"
+    if failure.kind == "user":
+        original = _unpickle(failure.exception)
+        step = failure.step.describe() if failure.step else "a user function"
+        note = f"raised by {step}\n  on {where} (job {job_id})"
+        if isinstance(original, BaseException):
+            if failure.traceback:
+                original.__cause__ = RemoteTraceback(failure.traceback)
+            if hasattr(original, "add_note"):
+                original.add_note(note)
+            return original
+        return UserFunctionError(f"{failure.message}\n{note}\n{failure.traceback}")
+    if failure.kind == "query":
+        steps = "\n".join("  " + s.describe().replace("\n", "\n  ") for s in failure.steps or [])
+        query = (
+            failure.query
+            if len(failure.query) <= MAX_QUERY_IN_ERROR
+            else failure.query[:MAX_QUERY_IN_ERROR] + " ..."
+        )
+        return SqlError(f"{failure.message}\nin\n{steps}\non {where}\nquery: {query}")
+    if failure.kind == "input":
+        original = _unpickle(failure.exception)
+        return original if isinstance(original, InputReadError) else InputReadError(failure.message)
+    if failure.kind == "memory":
+        return MemoryLimitError(
+            f"{describe_node(stage)} ran out of memory in task {spec.index} of stage {spec.stage_id} "
+            f"({spec.stage_label}) with a memory_limit of {describe_size(spec.memory_limit)} "
+            f"per task (session memory_limit {describe_size(session_memory_limit)}); "
+            f"give the node a larger memory_limit, or the session more memory. "
+            f"DuckDB said: {failure.message}"
+        )
+    detail = f"\n{failure.traceback}" if failure.traceback else ""
+    return TaskFailedError(
+        f"{spec.name} ({spec.stage_label}) failed after {spec.attempt + 1} attempt(s): {failure.message}{detail}"
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    """The exception as a user would see it: type, message, notes, and a worker's traceback."""
+    text = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+    cause = exc.__cause__
+    if isinstance(cause, RemoteTraceback):
+        text += "\n\nin the worker:\n" + cause.text.rstrip()
+    return text
+
+
+def _unpickle(data: bytes | None) -> object:
+    if data is None:
+        return None
+    try:
+        return cloudpickle.loads(data)
+    except Exception:
+        return None
