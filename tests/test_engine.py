@@ -26,6 +26,7 @@ import pytest
 
 import millpond
 from millpond.config import parse_size
+from millpond.operators.data import FilePartition
 
 MEMORY_LIMIT = "64MB"
 BIG_FILES = 4
@@ -332,10 +333,33 @@ def test_small_stages_run_inline_without_starting_workers(make_session):
     assert all(report.inline for report in session.last_job.reports)
 
 
-def test_stages_above_inline_bytes_run_on_workers(make_session, parquet_dataset):
+def test_python_stages_above_inline_bytes_run_on_workers(make_session, parquet_dataset):
+    session = make_session("inline", inline_bytes="1KB")
+    df = session.read_parquet(parquet_dataset, npartitions=4).map_batches(lambda t: t)
+    assert df.count() == 20_000
+    assert len(session.engine.worker_pids) == 2
+    assert not session.last_job.reports[0].inline
+
+
+def test_large_sql_stages_run_in_the_driver_on_every_core_with_outputs_on_disk(
+    make_session, parquet_dataset
+):
+    """DuckDB parallelizes SQL itself: a big SQL-only stage runs inline (no worker pool), its
+    shuffle input in one task, and its output goes to files, not driver memory."""
     session = make_session("inline", inline_bytes="1KB")
     df = session.read_parquet(parquet_dataset, npartitions=4)
-    assert df.count() == 20_000
+    totals = df.groupby("k").agg("count(*) AS n").to_arrow()
+    assert sum(totals.column("n").to_pylist()) == 20_000
+    assert session.engine.worker_pids == []
+    first = session.last_job.reports[0]
+    assert first.inline and first.tasks == 1
+    buckets = session.last_job.results[first.stage_id][0].output.buckets
+    assert buckets and all(isinstance(piece, FilePartition) for piece in buckets.values())
+
+
+def test_inline_bytes_zero_keeps_sql_stages_on_the_workers(make_session, parquet_dataset):
+    session = make_session("workers")
+    assert session.read_parquet(parquet_dataset, npartitions=4).count() == 20_000
     assert len(session.engine.worker_pids) == 2
     assert not session.last_job.reports[0].inline
 

@@ -4,6 +4,7 @@ and the ranges of a total-order sort)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pyarrow as pa
@@ -136,6 +137,50 @@ def task_inputs(
             row.append(parts[0] if shared else parts[i])
         rows.append(row)
     return rows
+
+
+def merge_partitions(
+    inputs: list[list[PartitionInput]], target_bytes: int
+) -> list[list[PartitionInput]]:
+    """Fewer, larger tasks for a single-input stage whose partitioning does not matter (it
+    feeds a shuffle): consecutive scans of the same kind, or pieces of data, are grouped up
+    to ``target_bytes`` each. Anything else is left as it is."""
+    if not inputs or any(len(row) != 1 for row in inputs):
+        return inputs
+    parts = [row[0] for row in inputs]
+    if all(isinstance(p, ScanInput) for p in parts):
+        first = parts[0]
+        same = all(
+            (p.format, p.columns, p.predicate, p.limit, p.schema, p.steps)
+            == (first.format, first.columns, first.predicate, None, first.schema, first.steps)
+            for p in parts
+        )
+        if not same or len({tuple(sorted(p.format.options.items(), key=str)) for p in parts}) != 1:
+            return inputs
+        runs = _split_contiguous(
+            [p.nbytes for p in parts], math.ceil(sum(p.nbytes for p in parts) / target_bytes)
+        )
+        return [
+            [
+                dataclasses.replace(
+                    first,
+                    files=[f for i in run for f in parts[i].files],
+                    nbytes=sum(parts[i].nbytes for i in run),
+                )
+            ]
+            for run in runs
+            if run
+        ]
+    if all(isinstance(p, DataInput) and p.columns is None and p.row_ranges is None for p in parts):
+        sizes = [sum(max(0, piece.nbytes) for piece in p.pieces) for p in parts]
+        runs = _split_contiguous(sizes, math.ceil(sum(sizes) / target_bytes))
+        schema = next((p.schema for p in parts if p.schema is not None), None)
+        return [
+            [DataInput([piece for i in run for piece in parts[i].pieces], schema)]
+            for run in runs
+            if run
+        ]
+    return inputs
 
 
 def runs_inline(inputs: list[list[PartitionInput]], inline_bytes: int) -> bool:

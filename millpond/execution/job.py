@@ -35,7 +35,7 @@ from millpond.execution.failures import (
     error_text,
     task_error,
 )
-from millpond.execution.inputs import prepare_range, runs_inline, task_inputs
+from millpond.execution.inputs import merge_partitions, prepare_range, runs_inline, task_inputs
 from millpond.execution.pool import Demand
 from millpond.execution.progress import progress_enabled, stage_bar
 from millpond.execution.report import StageReport, TaskRecord, write_report
@@ -73,6 +73,7 @@ log = logging.getLogger("millpond.job")
 
 #: about this much data per range of a total-order sort (read when each sort runs)
 RANGE_TARGET_BYTES = 64 * MB
+SQL_TASK_BYTES = 1024 * MB  # input of one task of a SQL stage feeding a shuffle
 
 #: builds the final stage's sink for task i; ``None`` → directory to materialize in
 FinalSink = Callable[[int, bool], Sink]
@@ -139,6 +140,7 @@ class Job:
         self.checkpoints = Checkpoints(self.dir, plan)
         self.resources = TaskResources(config, engine, _first_no_gpu_warning)
         self.stage_tasks: dict[int, tuple[int, bool]] = {}  # stage id -> (tasks, inline)
+        self._in_memory: dict[int, bool] = {}  # stage id -> outputs kept as Arrow tables
         self._running_stage: int | None = None
 
     @property
@@ -245,13 +247,16 @@ class Job:
 
     # -- tasks ----------------------------------------------------------------
     def _sink(self, stage: Stage, index: int, attempt: int, inline: bool) -> Sink:
+        """Where a task's output goes: Arrow tables in memory for small stages run inline,
+        else files under the job directory (bounded memory, whatever runs the task)."""
         base = os.path.join(self.dir, f"stage-{stage.id}")
+        in_memory = inline and self._in_memory.get(stage.id, True)
         if stage.sink_kind == "final":
-            return self._final_sinks[stage.output or 0](index, inline)
+            return self._final_sinks[stage.output or 0](index, in_memory)
         if stage.sink_kind == "buckets":
-            directory = None if inline else os.path.join(base, f"task-{index:05d}-a{attempt}")
+            directory = None if in_memory else os.path.join(base, f"task-{index:05d}-a{attempt}")
             return BucketSink(stage.bucketing, stage.bucket_step, directory)
-        path = None if inline else os.path.join(base, f"part-{index:05d}-a{attempt}.parquet")
+        path = None if in_memory else os.path.join(base, f"part-{index:05d}-a{attempt}.parquet")
         return MaterializeSink(path, sample_column=stage.sample_column)
 
     def _spec(
@@ -292,7 +297,15 @@ class Job:
             # RANGE_TARGET_BYTES is read here, at run time: tests make it small
             prepare_range(stage, self.results, RANGE_TARGET_BYTES)
         inputs = task_inputs(stage, self.results, self.plan.stages, self.engine.parallelism)
-        inline = runs_inline(inputs, self.config.inline_bytes)
+        small = runs_inline(inputs, self.config.inline_bytes)
+        # DuckDB parallelizes SQL itself, better than tasks on processes do: SQL-only stages
+        # run in the driver on every core (inline_bytes=0 keeps everything on the workers),
+        # and those feeding a shuffle take their input in a few large tasks
+        sql_only = self.config.inline_bytes > 0 and all(op.runs_in == "sql" for op in stage.ops)
+        if sql_only and not small and stage.sink_kind == "buckets":
+            inputs = merge_partitions(inputs, SQL_TASK_BYTES)
+        inline = small or sql_only
+        self._in_memory[stage.id] = small
         ntasks = len(inputs)
         self.stage_tasks[stage.id] = (ntasks, inline)
         results: list[TaskResult | None] = [None] * ntasks
