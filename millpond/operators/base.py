@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +71,28 @@ class UserCodeFailure(Exception):
         self.original = original
         self.step = step
         self.formatted = formatted
+
+
+def call_user(step: Step, fn, *args):
+    """Call user code; an exception it raises becomes a UserCodeFailure naming ``step``."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # the user's code failed: keep the exception and its traceback
+        raise UserCodeFailure(exc, step, traceback.format_exc()) from None
+
+
+def iterate_user(step: Step, results) -> Iterator:
+    """Drive what user code returned (a generator, an iterable, or None), attributing
+    exceptions raised while iterating to ``step``."""
+    iterator = iter(results) if results is not None else iter(())
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise UserCodeFailure(exc, step, traceback.format_exc()) from None
+        yield item
 
 
 class QueryFailure(Exception):

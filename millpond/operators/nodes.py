@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from millpond.io.formats import copy_options
 from millpond.io.sqltext import quote_string, string_list
-from millpond.operators.base import Op, Step, UserCodeFailure
+from millpond.operators.base import Op, Step, UserCodeFailure, call_user, iterate_user
 from millpond.operators.context import load_udf
 from millpond.operators.python import to_table
 
@@ -47,7 +47,7 @@ class NodeProcessOp(Op):
         if self.mode == "arrow_stream":
             readers = [ctx.reader(sql, self.batch_size) for sql in inputs]
             return self._register(
-                ctx, self._iterate(self._call(node.process, ctx, readers)), lazy=True
+                ctx, iterate_user(self.step, self._call(node.process, ctx, readers)), lazy=True
             )
         # batch modes: one call per batch of the first input (other inputs whole)
         others = [ctx.con.sql(sql).to_arrow_table() for sql in inputs[1:]]
@@ -64,21 +64,7 @@ class NodeProcessOp(Op):
         return self._register(ctx, outputs(), lazy=True)
 
     def _call(self, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as exc:
-            raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
-
-    def _iterate(self, results: Iterable) -> Iterator:
-        iterator = iter(results) if results is not None else iter(())
-        while True:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
-            yield item
+        return call_user(self.step, fn, *args)
 
     def _tables(self, items: Iterable[Any]) -> Iterator[pa.Table]:
         for item in items:

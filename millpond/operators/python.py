@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from millpond.operators.base import Op, Step, UserCodeFailure
+from millpond.operators.base import Op, Step, UserCodeFailure, call_user, iterate_user
 from millpond.operators.context import load_udf
 
 BATCH_FORMATS = ("arrow", "pyarrow", "pandas", "numpy")
@@ -76,10 +76,7 @@ class PythonOp(Op):
         return f"SELECT * FROM {ctx.register(reader)}"
 
     def _call(self, fn, arg):
-        try:
-            return fn(arg)
-        except Exception as exc:  # the user's code failed: keep the exception and its traceback
-            raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
+        return call_user(self.step, fn, arg)
 
     def _outputs(self, fn, source: pa.RecordBatchReader) -> Iterator[pa.Table]:
         for batch in source:
@@ -121,7 +118,7 @@ class PythonOp(Op):
         else:
             arg = table
         result = self._call(fn, arg)
-        items = self._iterate(result) if isinstance(result, Iterator) else (result,)
+        items = iterate_user(self.step, result) if isinstance(result, Iterator) else (result,)
         for item in items:
             try:
                 out = to_table(item, self.step)
@@ -129,17 +126,6 @@ class PythonOp(Op):
                 raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
             if out is not None and out.num_rows:
                 yield out
-
-    def _iterate(self, results: Iterator) -> Iterator:
-        """Drive a generator function, attributing its exceptions to the user's step."""
-        while True:
-            try:
-                item = next(results)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise UserCodeFailure(exc, self.step, traceback.format_exc()) from None
-            yield item
 
     def _empty_schema(self, fn, input_schema: pa.Schema) -> pa.Schema:
         """No rows came out, so ask the function what it makes of an empty batch."""
