@@ -37,6 +37,13 @@ def _names(values: str | Sequence[str] | None, what: str) -> list[str]:
     return names
 
 
+def _column_args(columns: tuple, what: str) -> list[str]:
+    """``f("a", "b")`` or ``f(["a", "b"])``."""
+    if len(columns) == 1 and not isinstance(columns[0], str):
+        return _names(list(columns[0]), what)
+    return _names(list(columns), what)
+
+
 def _pickle(fn: Any, step: Step) -> bytes:
     """Ship a user function with cloudpickle now, so an unpicklable one is reported where it
     was passed rather than deep inside a worker."""
@@ -128,24 +135,14 @@ class DataFrame:
         )
 
     def select(self, *columns: str) -> DataFrame:
-        """Keep these columns, in this order."""
-        names = _names(
-            list(columns[0])
-            if len(columns) == 1 and not isinstance(columns[0], str)
-            else list(columns),
-            "select()",
-        )
+        """Keep these columns, in this order (names, or one list of names)."""
+        names = _column_args(columns, "select()")
         step = user_step(f"select({', '.join(names)})")
         return self._narrow(ColumnsOp(step, select=names), step)
 
     def drop(self, *columns: str) -> DataFrame:
-        """All columns but these."""
-        names = _names(
-            list(columns[0])
-            if len(columns) == 1 and not isinstance(columns[0], str)
-            else list(columns),
-            "drop()",
-        )
+        """All columns but these (names, or one list of names)."""
+        names = _column_args(columns, "drop()")
         step = user_step(f"drop({', '.join(names)})")
         return self._narrow(ColumnsOp(step, drop=names), step)
 
