@@ -1,0 +1,326 @@
+"""The jobs each contender runs, executed inside a fresh child process.
+
+Every task takes a ``params`` dict (JSON-serialisable, built by :mod:`bench.suite`)
+and returns a dict with at least ``time_s``: the in-process wall time of the job
+itself, measured with ``time.perf_counter`` after the heavy imports. For millpond
+the timed region includes ``millpond.init()`` (starting the worker pool) because
+that is part of what a user pays per job; ``init_s`` reports that share and
+``shutdown()`` is timed separately (``shutdown_s``) and left out.
+
+Heavy imports happen inside the task functions so that ``normalize_udf`` can be
+pickled by reference and imported cheaply in millpond worker processes.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+Params = dict[str, Any]
+Task = Callable[[Params], dict[str, Any]]
+
+GROUPBY_SQL = "SELECT k, sum(v), count(*), max(s) FROM read_parquet('{glob}') GROUP BY k"
+WRITE_FILTER = "v < 25.0"
+
+_PUNCT = re.compile(r"[^\w\s]+")
+
+
+def normalize_udf(table: pa.Table) -> pa.Table:
+    """Python UDF: normalise text, count words, keep rows with >= 30 words.
+
+    Normalisation lowercases, strips punctuation and collapses whitespace. The
+    output has columns ``text`` (normalised) and ``n_words`` (int64).
+    """
+    out_text: list[str] = []
+    out_n: list[int] = []
+    for text in table.column("text").to_pylist():
+        if text is None:
+            continue
+        words = _PUNCT.sub("", text.lower()).split()
+        if len(words) >= 30:
+            out_text.append(" ".join(words))
+            out_n.append(len(words))
+    return pa.table(
+        {"text": pa.array(out_text, pa.string()), "n_words": pa.array(out_n, pa.int64())}
+    )
+
+
+def _save(table: pa.Table, path: str | None) -> None:
+    """Write a result table as Arrow IPC for the parent to verify."""
+    if path:
+        import pyarrow.feather as feather
+
+        feather.write_feather(table, path, compression="uncompressed")
+
+
+def _init_millpond(params: Params) -> Any:
+    import millpond
+
+    return millpond.init(num_executors=params.get("num_executors"), progress=False)
+
+
+# --------------------------------------------------------------------------- groupby
+
+
+def groupby_duckdb(params: Params) -> dict[str, Any]:
+    """One raw DuckDB query, fetched to Arrow."""
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    table = con.sql(GROUPBY_SQL.format(glob=params["glob"])).to_arrow_table()
+    elapsed = time.perf_counter() - t0
+    _save(table, params.get("result_path"))
+    return {"time_s": elapsed, "rows": table.num_rows}
+
+
+def groupby_polars(params: Params) -> dict[str, Any]:
+    """Polars lazy scan + group_by, collected and converted to Arrow."""
+    import polars as pl
+
+    t0 = time.perf_counter()
+    df = (
+        pl.scan_parquet(params["glob"])
+        .group_by("k")
+        .agg(pl.col("v").sum(), pl.len(), pl.col("s").max())
+        .collect()
+    )
+    table = df.to_arrow()
+    elapsed = time.perf_counter() - t0
+    _save(table, params.get("result_path"))
+    return {"time_s": elapsed, "rows": table.num_rows}
+
+
+def groupby_millpond(params: Params) -> dict[str, Any]:
+    """millpond read_parquet -> groupby -> agg -> to_arrow."""
+    t0 = time.perf_counter()
+    sp = _init_millpond(params)
+    t_init = time.perf_counter()
+    try:
+        table = (
+            sp.read_parquet(params["glob"])
+            .groupby("k")
+            .agg("sum(v)", "count(*)", "max(s)")
+            .to_arrow()
+        )
+        elapsed = time.perf_counter() - t0
+    finally:
+        t_sd = time.perf_counter()
+        sp.shutdown()
+        shutdown_s = time.perf_counter() - t_sd
+    _save(table, params.get("result_path"))
+    return {
+        "time_s": elapsed,
+        "init_s": t_init - t0,
+        "shutdown_s": shutdown_s,
+        "rows": table.num_rows,
+        "columns": table.column_names,
+    }
+
+
+# --------------------------------------------------------------------------- python UDF
+
+
+def _udf_summary(table: pa.Table) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
+    total = pc.sum(table.column("n_words")).as_py() if table.num_rows else 0
+    return {"rows": table.num_rows, "sum_n_words": total}
+
+
+def udf_loop(params: Params) -> dict[str, Any]:
+    """Single-process baseline: ParquetFile.iter_batches + the same UDF."""
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    parts: list[pa.Table] = []
+    for path in sorted(Path(params["dir"]).glob("*.parquet")):
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=params["batch_size"], columns=["text"]):
+            parts.append(normalize_udf(pa.Table.from_batches([batch])))
+    table = pa.concat_tables(parts)
+    elapsed = time.perf_counter() - t0
+    return {"time_s": elapsed, **_udf_summary(table)}
+
+
+def udf_millpond(params: Params) -> dict[str, Any]:
+    """millpond read_parquet -> map_batches(normalize_udf) -> to_arrow() or count()."""
+    t0 = time.perf_counter()
+    sp = _init_millpond(params)
+    t_init = time.perf_counter()
+    try:
+        df = sp.read_parquet(params["glob"]).map_batches(
+            normalize_udf, batch_size=params["batch_size"]
+        )
+        if params.get("sink") == "count":
+            out: dict[str, Any] = {"rows": int(df.count())}
+        else:
+            out = _udf_summary(df.to_arrow())
+        elapsed = time.perf_counter() - t0
+    finally:
+        t_sd = time.perf_counter()
+        sp.shutdown()
+        shutdown_s = time.perf_counter() - t_sd
+    return {"time_s": elapsed, "init_s": t_init - t0, "shutdown_s": shutdown_s, **out}
+
+
+# --------------------------------------------------------------------------- tiny jobs
+
+TINY_N = 1000
+
+
+def _tiny_stats(times: list[float]) -> dict[str, Any]:
+    qs = statistics.quantiles(times, n=10) if len(times) >= 2 else times * 9
+    return {
+        "time_s": statistics.median(times),
+        "min_s": min(times),
+        "p90_s": qs[-1],
+        "runs": len(times),
+        "times": times,
+    }
+
+
+def tiny_warm_millpond(params: Params) -> dict[str, Any]:
+    """Same tiny job repeated in one session; median of the runs after the first."""
+    sp = _init_millpond(params)
+    items = [{"x": i} for i in range(TINY_N)]
+
+    def job() -> pa.Table:
+        return sp.from_items(items).map("x + 1 AS y").filter("y % 2 = 0").to_arrow()
+
+    try:
+        t0 = time.perf_counter()
+        first = job()
+        first_s = time.perf_counter() - t0
+        times: list[float] = []
+        for _ in range(params["runs"]):
+            t0 = time.perf_counter()
+            table = job()
+            times.append(time.perf_counter() - t0)
+    finally:
+        sp.shutdown()
+    if first.num_rows != TINY_N // 2 or table.num_rows != TINY_N // 2:
+        raise AssertionError(f"tiny job returned {table.num_rows} rows, expected {TINY_N // 2}")
+    return {**_tiny_stats(times), "first_s": first_s, "rows": table.num_rows}
+
+
+def tiny_warm_duckdb(params: Params) -> dict[str, Any]:
+    """Reference: the same tiny job with raw DuckDB on a Python list -> Arrow table."""
+    import duckdb
+
+    con = duckdb.connect()
+    items = [{"x": i} for i in range(TINY_N)]
+
+    def job() -> pa.Table:
+        src = pa.Table.from_pylist(items)
+        return con.from_arrow(src).project("x + 1 AS y").filter("y % 2 = 0").to_arrow_table()
+
+    job()
+    times: list[float] = []
+    for _ in range(params["runs"]):
+        t0 = time.perf_counter()
+        table = job()
+        times.append(time.perf_counter() - t0)
+    return {**_tiny_stats(times), "rows": table.num_rows}
+
+
+# Code strings for the cold-start benchmark (run as ``python -c CODE``).
+TINY_COLD_MILLPOND = (
+    "import millpond; sp = millpond.init(); "
+    "t = sp.from_items([{'x': i} for i in range(1000)])"
+    ".map('x + 1 AS y').filter('y % 2 = 0').to_arrow(); sp.shutdown(); "
+    "assert t.num_rows == 500, t.num_rows"
+)
+TINY_COLD_IMPORT = "import duckdb, pyarrow"
+TINY_COLD_DUCKDB = (
+    "import duckdb, pyarrow as pa; src = pa.Table.from_pylist([{'x': i} for i in range(1000)]); "
+    "t = duckdb.connect().from_arrow(src).project('x + 1 AS y').filter('y % 2 = 0')"
+    ".to_arrow_table(); assert t.num_rows == 500, t.num_rows"
+)
+TINY_COLD_IMPORT_MILLPOND = "import millpond"
+
+
+# --------------------------------------------------------------------------- scan + filter + write
+
+
+def _count_parquet_rows(out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    files = [out] if out.is_file() else sorted(out.rglob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def write_duckdb(params: Params) -> dict[str, Any]:
+    """DuckDB COPY (SELECT ... WHERE ...) TO one Parquet file."""
+    import duckdb
+
+    out = Path(params["out"])
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    con.execute(
+        f"COPY (SELECT * FROM read_parquet('{params['glob']}') WHERE {WRITE_FILTER}) "
+        f"TO '{out / 'result.parquet'}' (FORMAT parquet)"
+    )
+    elapsed = time.perf_counter() - t0
+    return {"time_s": elapsed, "rows": _count_parquet_rows(out)}
+
+
+def write_polars(params: Params) -> dict[str, Any]:
+    """Polars scan_parquet -> filter -> sink_parquet."""
+    import polars as pl
+
+    out = Path(params["out"])
+    t0 = time.perf_counter()
+    pl.scan_parquet(params["glob"]).filter(pl.col("v") < 25.0).sink_parquet(out / "result.parquet")
+    elapsed = time.perf_counter() - t0
+    return {"time_s": elapsed, "rows": _count_parquet_rows(out)}
+
+
+def write_millpond(params: Params) -> dict[str, Any]:
+    """millpond read_parquet -> filter -> write_parquet (or to_arrow + pq.write_table)."""
+    import pyarrow.parquet as pq
+
+    out = Path(params["out"])
+    t0 = time.perf_counter()
+    sp = _init_millpond(params)
+    t_init = time.perf_counter()
+    try:
+        df = sp.read_parquet(params["glob"]).filter(WRITE_FILTER)
+        if hasattr(df, "write_parquet"):
+            how = "df.write_parquet"
+            df.write_parquet(str(out / "result"))
+        else:
+            how = "to_arrow + pq.write_table"
+            pq.write_table(df.to_arrow(), out / "result.parquet")
+        elapsed = time.perf_counter() - t0
+    finally:
+        t_sd = time.perf_counter()
+        sp.shutdown()
+        shutdown_s = time.perf_counter() - t_sd
+    return {
+        "time_s": elapsed,
+        "init_s": t_init - t0,
+        "shutdown_s": shutdown_s,
+        "rows": _count_parquet_rows(out),
+        "how": how,
+    }
+
+
+TASKS: dict[str, Task] = {
+    "groupby.duckdb": groupby_duckdb,
+    "groupby.polars": groupby_polars,
+    "groupby.millpond": groupby_millpond,
+    "udf.loop": udf_loop,
+    "udf.millpond": udf_millpond,
+    "tiny_warm.millpond": tiny_warm_millpond,
+    "tiny_warm.duckdb": tiny_warm_duckdb,
+    "write.duckdb": write_duckdb,
+    "write.polars": write_polars,
+    "write.millpond": write_millpond,
+}
