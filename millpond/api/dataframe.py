@@ -14,7 +14,13 @@ from millpond.io.writer import DatasetWrite
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import FilePartition, PartitionData, TablePartition
 from millpond.operators.python import BATCH_FORMATS, PythonOp
-from millpond.operators.sinks import CountSink, MaterializeSink
+from millpond.operators.sinks import (
+    ARROW_SUFFIX,
+    CountSink,
+    MaterializeSink,
+    iter_file_batches,
+    read_file_partition,
+)
 from millpond.operators.sql import ColumnsOp, SqlOp, WithColumnOp
 from millpond.planning import logical as L
 from millpond.planning.aggregates import parse_aggs
@@ -300,13 +306,18 @@ class DataFrame:
         return parts, schema, job
 
     def _final_materialize(self, directory: str | None):
-        """Final sink keeping each partition: in memory when inline, else a Parquet file
-        under ``directory`` (default: a fresh folder under the session's results)."""
+        """Final sink keeping each partition: in memory when inline, else a file — Parquet
+        under ``directory`` for a cached result later stages read, an Arrow IPC file the
+        driver memory-maps for a result collected now (default)."""
         base = directory or os.path.join(self.session.session_dir, "results", os.urandom(6).hex())
+        collect = directory is None
 
         def sink(index: int, inline: bool) -> MaterializeSink:
+            if inline:
+                return MaterializeSink(None)
+            suffix = ARROW_SUFFIX if collect else ".parquet"
             return MaterializeSink(
-                None if inline else os.path.join(base, f"part-{index:05d}.parquet")
+                os.path.join(base, f"part-{index:05d}{suffix}"), arrow_ipc=collect
             )
 
         return sink
@@ -441,10 +452,7 @@ def _read_partition(part: PartitionData | None) -> pa.Table:
         return pa.table({})
     if isinstance(part, TablePartition):
         return part.table
-    import pyarrow.parquet as pq
-
-    tables = [_nullable(pq.read_table(f)) for f in part.files]
-    return pa.concat_tables(tables, promote_options="permissive") if len(tables) != 1 else tables[0]
+    return _nullable(read_file_partition(part.files))
 
 
 def _nullable(data: Any) -> Any:
@@ -462,13 +470,7 @@ def _batches(part: PartitionData | None, size: int, batch_format: str) -> Iterat
     if isinstance(part, TablePartition):
         batches = part.table.to_batches(max_chunksize=size)
     else:
-        import pyarrow.parquet as pq
-
-        batches = (
-            _nullable(b)
-            for f in part.files
-            for b in pq.ParquetFile(f).iter_batches(batch_size=size)
-        )
+        batches = (_nullable(b) for b in iter_file_batches(part.files, size))
     for batch in batches:
         if batch.num_rows:
             yield batch.to_pandas() if batch_format == "pandas" else batch

@@ -192,6 +192,8 @@ def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
                 str(exc), rel, steps + [spec.sink_step], type(exc).__name__
             ) from None
         except (pa.ArrowException, OSError) as exc:
+            if ctx.user_failures:  # type: ignore[attr-defined] # a user function failed upstream
+                raise ctx.user_failures[0] from None  # type: ignore[attr-defined]
             bad_input = _find_bad_input(spec, exc)
             if bad_input is not None:
                 raise bad_input from None

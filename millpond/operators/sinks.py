@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ from millpond.operators.shuffle import BUCKET_COLUMN, Bucketing
 
 SAMPLE_ROWS = 1000
 INTERMEDIATE_COMPRESSION = "lz4_raw"
+ARROW_SUFFIX = ".arrow"
 TMP_SUFFIX = ".tmp"  # intermediate outputs are written under this suffix, then renamed
 
 
@@ -45,6 +47,41 @@ def exact_for_parquet(ctx, rel: str) -> str:
     return f"SELECT * REPLACE ({casts}) FROM ({rel})"
 
 
+def _write_arrow_ipc(reader: pa.RecordBatchReader, path: str) -> int:
+    """Stream a reader into an Arrow IPC file; returns the number of rows."""
+    rows = 0
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def read_file_partition(files: list[str]) -> pa.Table:
+    """A partition's files as one table: Arrow IPC files are memory-mapped (no copy)."""
+    import pyarrow.parquet as pq
+
+    tables = [
+        pa.ipc.open_file(pa.memory_map(f)).read_all()
+        if f.endswith(ARROW_SUFFIX)
+        else pq.read_table(f)
+        for f in files
+    ]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+
+
+def iter_file_batches(files: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """A partition's files as record batches of at most ``batch_size`` rows."""
+    import pyarrow.parquet as pq
+
+    for f in files:
+        if f.endswith(ARROW_SUFFIX):
+            table = pa.ipc.open_file(pa.memory_map(f)).read_all()
+            yield from table.to_batches(max_chunksize=batch_size)
+        else:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size)
+
+
 def _file_partition(paths: list[str], rows: int) -> FilePartition:
     return FilePartition(paths, rows, sum(os.path.getsize(p) for p in paths))
 
@@ -56,6 +93,9 @@ class MaterializeSink:
 
     path: str | None = None
     sample_column: str | None = None
+    #: an Arrow IPC file instead of Parquet: for results only the driver reads, which it
+    #: memory-maps without decoding (much cheaper than Parquet for a large collect)
+    arrow_ipc: bool = False
 
     def describe(self) -> str:
         return "materialize" if self.path else "collect"
@@ -77,11 +117,14 @@ class MaterializeSink:
                 out.sample = table.select([self.sample_column]).take(pa.array(np.sort(idx)))
             return out
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        rel = exact_for_parquet(ctx, rel)
-        opts = copy_options("parquet", compression=INTERMEDIATE_COMPRESSION)
         # written aside and renamed: a file under its final name is always complete
         tmp = self.path + TMP_SUFFIX
-        rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(tmp)} {opts}").fetchall()[0][0]
+        if self.arrow_ipc:
+            rows = _write_arrow_ipc(ctx.reader(rel), tmp)
+        else:
+            rel = exact_for_parquet(ctx, rel)
+            opts = copy_options("parquet", compression=INTERMEDIATE_COMPRESSION)
+            rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(tmp)} {opts}").fetchall()[0][0]
         os.replace(tmp, self.path)
         out = SinkOutput(schema=schema, rows=rows, partition=_file_partition([self.path], rows))
         out.nbytes = out.partition.nbytes
