@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 
@@ -170,3 +171,113 @@ def _no_leaked_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("MILLPOND_"):
             monkeypatch.delenv(name)
+
+
+# -- Ray -----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_RAY_AUTH: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Token authentication with a token of the test session's own for the Ray head the
+    tests start, whatever ``~/.ray`` holds: the head, this process and the scripts tests
+    run all agree. Set before anything imports Ray (which reads it once)."""
+    import secrets
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="mpray-auth")
+    path = os.path.join(directory, "auth_token")
+    with open(path, "w") as f:
+        f.write(secrets.token_hex(32))
+    _RAY_AUTH.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=path)
+    os.environ.update(_RAY_AUTH)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    path = _RAY_AUTH.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_head: dict[str, str]) -> str:
+    return ray_head["address"]
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[dict[str, str]]:
+    """A Ray head started once per test session (2 CPUs, 2 declared GPUs, no dashboard):
+    its ``address``, and its Ray Client address (``client``). Tests attach to it through
+    ``ray_address``."""
+    pytest.importorskip("ray")
+    with start_ray_head(num_cpus=2, num_gpus=2) as head:
+        yield head
+
+
+@contextlib.contextmanager
+def start_ray_head(num_cpus: int, num_gpus: int) -> Iterator[dict[str, str]]:
+    """Start a Ray head on this machine under ``ray start --block``; terminating that
+    process (at the end) stops this head and only it."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    ray_cli = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+    temp_dir = tempfile.mkdtemp(prefix="mpray", dir="/tmp")  # short: Ray's socket paths
+    port, client_port = _free_port(), _free_port()
+    env = dict(os.environ)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    # the Ray workers import millpond from this checkout, and test modules from here
+    # (their functions pickle by reference)
+    paths = (os.path.dirname(tests_dir), tests_dir, env.get("PYTHONPATH"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(_RAY_AUTH)
+    log_path = os.path.join(temp_dir, "ray-start.log")
+    with open(log_path, "w") as log_file:
+        head = subprocess.Popen(
+            [ray_cli, "start", "--head", "--block", "--node-ip-address", "127.0.0.1"]
+            + ["--port", str(port), "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus)]
+            + ["--include-dashboard", "false", "--disable-usage-stats"]
+            + ["--ray-client-server-port", str(client_port)]
+            + ["--object-store-memory", str(256 * 1024 * 1024)]
+            + ["--temp-dir", temp_dir],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + 90
+        while True:
+            with open(log_path) as f:
+                text = f.read()
+            if "block forever" in text:
+                break
+            if head.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the test Ray head did not start:\n{text[-3000:]}")
+            time.sleep(0.2)
+        yield {"address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client_port}"}
+    finally:
+        if head.poll() is None:
+            head.send_signal(signal.SIGTERM)
+            try:
+                head.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # its own process group: Ray's processes
+                os.killpg(head.pid, signal.SIGKILL)
+                head.wait(timeout=10)
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -178,16 +178,6 @@ def test_modes_run_the_plan(mode, tmp_path, glob, full_table):
     assert all(p.startswith(result.final_output_path) for p in result.final_output.resolved_paths)
 
 
-def test_ray_mode_is_not_available_yet(tmp_path, glob):
-    driver = Driver()
-    driver.parse_arguments(["ray", "--data_root", str(tmp_path / "root")])
-    with pytest.raises(NotImplementedError, match="not available yet"):
-        driver.run(simple_plan(glob), stop_process_on_done=False)
-    with pytest.raises(SystemExit) as exit_info:
-        driver.run(simple_plan(glob))
-    assert exit_info.value.code not in (0, None)
-
-
 def test_run_exits_the_process_by_default(tmp_path, glob):
     driver = Driver()
     driver.parse_arguments(["scheduler", "--data_root", str(tmp_path / "root")])

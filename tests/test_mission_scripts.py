@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -98,7 +99,7 @@ def test_dataframe_quickstart(tmp_path):
     assert_frames_equal(output, expected)
 
 
-def test_logical_plan_script_from_the_command_line(tmp_path):
+def test_logical_plan_script_from_the_command_line(tmp_path, request):
     source = _write_parts(tmp_path / "path")
     done = _run_python(
         tmp_path, LOGICAL_PLAN_SCRIPT, "scheduler", "-i", "path/*.parquet", "-n", "10"
@@ -110,9 +111,25 @@ def test_logical_plan_script_from_the_command_line(tmp_path):
     assert results, "the final results are kept under the data root"
     assert_frames_equal(ParquetDataSet(results).to_arrow_table(), source)
 
-    ray = _run_python(tmp_path, LOGICAL_PLAN_SCRIPT, "ray", "-i", "path/*.parquet", "-n", "10")
-    assert ray.returncode != 0
-    assert "not available yet" in ray.stderr
+    pytest.importorskip("ray")
+    address = request.getfixturevalue("ray_address")  # the test session's Ray head
+    shutil.rmtree(tmp_path / "millpond-root")
+    ray = _run_python(
+        tmp_path,
+        LOGICAL_PLAN_SCRIPT,
+        "ray",
+        "-i",
+        "path/*.parquet",
+        "-n",
+        "10",
+        MILLPOND_RAY_ADDRESS=address,
+        PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__))),
+    )
+    assert ray.returncode == 0, ray.stderr[-4000:]
+    results = globlib.glob(
+        str(tmp_path / "millpond-root" / "*" / "output" / "FinalResults" / "*.parquet")
+    )
+    assert_frames_equal(ParquetDataSet(results).to_arrow_table(), source)
 
 
 # -- RAG ingestion -------------------------------------------------------------------------

@@ -64,8 +64,11 @@ class Session:
 
     def _make_engine(self) -> Engine:
         if self.config.engine == "ray" or self.config.ray_address:
-            raise NotImplementedError(
-                "the Ray engine is not available yet in this version of millpond; use engine='local'"
+            from millpond.execution.ray_engine import RayEngine
+
+            self.config.engine = "ray"
+            return RayEngine(
+                self.config.num_executors, self.config.ray_address, self.config.data_root
             )
         return LocalEngine(self.config.num_executors)
 

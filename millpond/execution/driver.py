@@ -1,6 +1,6 @@
 """smallpond's Driver (``smallpond.execution.driver``): command-line options for a
-LogicalPlan program, and ``run(plan)`` on the embedded engine (``scheduler``/``local``) —
-the same job machinery as DataFrames.
+LogicalPlan program, and ``run(plan)`` on the embedded engine (``scheduler``/``local``) or
+on Ray (``ray``) — the same job machinery as DataFrames.
 
     python script.py scheduler -i "path/*.parquet" -n 10 --output_path /tmp/out
 """
@@ -51,6 +51,12 @@ def _driver_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--job_time", type=float, default=None)
     parser.add_argument("--job_name", default="millpond")
+    parser.add_argument(
+        "--ray_address",
+        default=None,
+        help="mode ray: the cluster to attach to (host:port, ray://host:port; "
+        "MILLPOND_RAY_ADDRESS); none starts a local Ray",
+    )
     parser.add_argument("--data_root", default=None, help="where job files go (MILLPOND_DATA_ROOT)")
     parser.add_argument(
         "--output_path", default=None, help="named outputs land in <output_path>/<output_name>/"
@@ -193,11 +199,10 @@ def _configure_logging(options: argparse.Namespace) -> None:
 def _session(options: argparse.Namespace):
     import millpond
 
-    if options.mode == "ray":
-        raise NotImplementedError(
-            "the Ray engine is not available yet in this version of millpond; run with mode 'scheduler' (or 'local')"
-        )
+    ray = options.mode == "ray"
     return millpond.init(
+        engine="ray" if ray else None,
+        ray_address=options.ray_address if ray else None,
         job_id=options.job_id,
         data_root=options.data_root,
         num_executors=options.num_executors or None,

@@ -26,6 +26,8 @@ class Engine(ABC):
     """Runs tasks. The job runner plans what to run; an engine only decides where."""
 
     name: str = "engine"
+    #: whether a stage with a ``gpu_limit`` may run inline in the driver (when small)
+    runs_gpu_stages_inline: bool = True
 
     @property
     @abstractmethod

@@ -305,6 +305,8 @@ class Job:
         if sql_only and not small and stage.sink_kind == "buckets":
             inputs = merge_partitions(inputs, SQL_TASK_BYTES)
         inline = small or sql_only
+        if inline and stage.gpu_limit and not self.engine.runs_gpu_stages_inline:
+            inline = False  # GPU tasks go where the engine has GPUs
         self._in_memory[stage.id] = small
         ntasks = len(inputs)
         self.stage_tasks[stage.id] = (ntasks, inline)

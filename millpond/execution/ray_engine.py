@@ -1,0 +1,250 @@
+"""The Ray engine: tasks run as Ray tasks on a cluster millpond attaches to (``ray_address``,
+``MILLPOND_RAY_ADDRESS``, ``ray://`` client addresses) or on a local Ray it starts (bound to
+127.0.0.1, no dashboard). Stages small enough to run inline run in the driver, as on the
+embedded engine; data between stages goes through files under ``data_root``, which every
+node must therefore see."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import cloudpickle
+import duckdb
+
+from millpond.execution.engine import Engine, LocalEngine
+from millpond.execution.pool import Demand, Outcome
+from millpond.execution.task import TaskSpec
+from millpond.execution.worker import Failure, execute
+from millpond.io.filesystem import is_local
+
+log = logging.getLogger("millpond.ray")
+
+# the connection of this process to Ray is global: engines share it, and the last one to
+# shut down disconnects (stopping Ray too when an engine of ours started it)
+_lock = threading.Lock()
+_users = 0
+_started_here = False
+_connected_here = False
+
+# one DuckDB database per Ray worker process, reused by the tasks it runs
+_con: duckdb.DuckDBPyConnection | None = None
+
+
+def _run_on_ray(payload: bytes) -> tuple[int, float, float, bytes]:
+    """The body of every Ray task: a pickled TaskSpec in, a pickled outcome out."""
+    global _con
+    started = time.time()
+    if _con is None:
+        _con = duckdb.connect()
+    result = execute(payload, _con)
+    return os.getpid(), started, time.time(), result
+
+
+def _sees_file(path: str) -> bool:
+    return os.path.exists(path)
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Ray replaces a node address of 127.0.0.1 by the machine's reachable address (so
+    other nodes could join) unless it believes clusters are off, as on macOS and Windows:
+    while a local instance starts, say so, and every Ray process binds to 127.0.0.1."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - a Ray without that module
+        yield
+        return
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "the Ray engine needs Ray: pip install 'millpond[ray]' (or pip install ray)"
+        ) from exc
+    return ray
+
+
+class RayEngine(Engine):
+    """Runs tasks on Ray. ``address``: an existing cluster (``host:port`` or
+    ``ray://host:port``); None starts a local Ray with ``num_executors`` CPUs."""
+
+    name = "ray"
+    runs_gpu_stages_inline = False  # Ray places them on nodes with GPUs
+
+    def __init__(
+        self, num_executors: int, address: str | None = None, data_root: str | None = None
+    ) -> None:
+        self.ray = _import_ray()
+        self.address = address
+        self.num_executors = num_executors
+        self._inline = LocalEngine(num_executors)
+        self._closed = False
+        self._connect()
+        try:
+            resources = self.ray.cluster_resources()
+            self._cpus = max(1, int(resources.get("CPU", num_executors)))
+            self._gpus = [str(i) for i in range(int(resources.get("GPU", 0)))]
+            self._nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+            if data_root is not None:
+                self._check_data_root(data_root)
+        except BaseException:
+            self.shutdown()
+            raise
+        self._remote = self.ray.remote(_run_on_ray)
+
+    # -- connection ------------------------------------------------------------
+    def _connect(self) -> None:
+        global _users, _started_here, _connected_here
+        ray = self.ray
+        with _lock:
+            if not ray.is_initialized():
+                if self.address:
+                    log.info("attaching to the Ray cluster at %s", self.address)
+                    ray.init(address=self.address, logging_level=logging.WARNING)
+                    _started_here = False
+                else:
+                    log.info("starting a local Ray instance with %d CPUs", self.num_executors)
+                    with _loopback_only():
+                        ray.init(
+                            address="local",
+                            num_cpus=self.num_executors,
+                            include_dashboard=False,
+                            _node_ip_address="127.0.0.1",
+                            logging_level=logging.WARNING,
+                        )
+                    _started_here = True
+                _connected_here = True
+            _users += 1
+
+    @property
+    def started_ray(self) -> bool:
+        """Whether millpond started the Ray instance it runs on (and will stop it)."""
+        return _started_here
+
+    def _check_data_root(self, data_root: str) -> None:
+        """Every node must see ``data_root`` (shuffles and stage outputs go there): on a
+        cluster of several nodes, a task on each node looks for a file the driver wrote."""
+        if len(self._nodes) <= 1 or not is_local(data_root):
+            return
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        os.makedirs(data_root, exist_ok=True)
+        probe = os.path.join(data_root, f".millpond-probe-{uuid.uuid4().hex}")
+        with open(probe, "w") as f:
+            f.write("millpond\n")
+        try:
+            check = self.ray.remote(_sees_file)
+            refs = {
+                n["NodeManagerAddress"]: check.options(
+                    num_cpus=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                ).remote(probe)
+                for n in self._nodes
+            }
+            blind = [node for node, ref in refs.items() if not self.ray.get(ref, timeout=120)]
+        finally:
+            os.remove(probe)
+        if blind:
+            raise RuntimeError(
+                f"data_root {data_root!r} is a local path that the Ray nodes {blind} cannot see; "
+                f"on a cluster of {len(self._nodes)} nodes it must be on a shared mount that "
+                "every node sees at the same path (set data_root= or MILLPOND_DATA_ROOT)"
+            )
+
+    # -- the Engine interface --------------------------------------------------
+    @property
+    def parallelism(self) -> int:
+        return self._cpus
+
+    @property
+    def gpus(self) -> list[str]:
+        return self._gpus
+
+    @property
+    def nodes(self) -> int:
+        return len(self._nodes)
+
+    def run(
+        self,
+        queue: deque[TaskSpec],
+        inline: bool,
+        demand: Callable[[TaskSpec], Demand] | None = None,
+    ) -> Iterator[Outcome]:
+        if inline:
+            yield from self._inline.run(queue, inline=True)
+            return
+        ray = self.ray
+        pending: dict[object, tuple[TaskSpec, float]] = {}
+        try:
+            while queue or pending:
+                while queue:
+                    spec = queue.popleft()
+                    need = demand(spec) if demand is not None else Demand()
+                    options: dict[str, object] = {
+                        "num_cpus": max(1, need.slots),
+                        "max_retries": 0,  # the job retries, and knows the attempt
+                    }
+                    if need.gpus > 0:
+                        options["num_gpus"] = need.gpus
+                    ref = self._remote.options(**options).remote(cloudpickle.dumps(spec))
+                    pending[ref] = (spec, time.time())
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    spec, submitted = pending.pop(ref)
+                    yield self._outcome(ref, spec, submitted)
+        finally:
+            for ref in pending:  # an early stop (a limit reached, a failure)
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - best effort
+                    log.debug("could not cancel a Ray task", exc_info=True)
+
+    def _outcome(self, ref: object, spec: TaskSpec, submitted: float) -> Outcome:
+        try:
+            pid, started, finished, payload = self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - the worker or its node died
+            log.warning("%s: Ray could not run it (%s); it will be retried", spec.name, exc)
+            message = f"the Ray task of {spec.name} failed: {type(exc).__name__}: {exc}"
+            return Outcome(
+                spec,
+                failure=Failure("system", message),
+                started=submitted,
+                finished=time.time(),
+            )
+        status, value = cloudpickle.loads(payload)
+        outcome = Outcome(spec, pid=pid, started=started, finished=finished)
+        if status == "ok":
+            outcome.result = value
+        else:
+            outcome.failure = value
+        return outcome
+
+    def shutdown(self) -> None:
+        """Disconnect from Ray; Ray itself stops only if this process started it."""
+        global _users, _started_here, _connected_here
+        if self._closed:
+            return
+        self._closed = True
+        self._inline.shutdown()
+        with _lock:
+            _users -= 1
+            if _users <= 0:
+                _users = 0
+                if _connected_here and self.ray.is_initialized():
+                    self.ray.shutdown()
+                _started_here = _connected_here = False

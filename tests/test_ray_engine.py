@@ -1,0 +1,344 @@
+"""The Ray engine: the same plans give the same results on Ray as on the embedded engine.
+
+Every test attaches through ``ray_address`` to one Ray head started for the whole test
+session (see ``conftest.ray_address``), so the attach path is the one tested."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import millpond
+from millpond.execution.driver import Driver
+from millpond.logical.dataset import ParquetDataSet
+from millpond.logical.node import (
+    ArrowComputeNode,
+    Context,
+    DataSetPartitionNode,
+    DataSourceNode,
+    HashPartitionNode,
+    LogicalPlan,
+    SqlEngineNode,
+)
+
+pytest.importorskip("ray")
+
+FILES = 4
+ROWS = 2_000
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("ray-data")
+    for i in range(FILES):
+        ids = list(range(i * ROWS, (i + 1) * ROWS))
+        pq.write_table(
+            pa.table(
+                {
+                    "id": pa.array(ids, pa.int64()),
+                    "k": pa.array([x % 37 for x in ids], pa.int32()),
+                    "v": pa.array([(x * 7919 % 1000) / 10 for x in ids], pa.float64()),
+                    "s": pa.array([f"s{x % 101:03d}" for x in ids]),
+                }
+            ),
+            directory / f"part-{i}.parquet",
+        )
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def sessions(ray_address, tmp_path_factory):
+    """A session on each engine; ``inline_bytes=0`` sends every stage to the engine."""
+    root = str(tmp_path_factory.mktemp("ray-root"))
+    common = {"data_root": root, "num_executors": 2, "progress": False, "inline_bytes": 0}
+    local = millpond.init(**common)
+    ray = millpond.init(ray_address=ray_address, **common)
+    yield {"local": local, "ray": ray}
+    ray.shutdown()
+    local.shutdown()
+
+
+def _rows(table: pa.Table, ordered: bool = False) -> pd.DataFrame:
+    frame = table.to_pandas()
+    if not ordered:
+        frame = frame.sort_values(list(frame.columns), kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def add_total(batch: pa.Table) -> pa.Table:
+    return batch.append_column("total", pa.compute.add(batch["id"], batch["k"]))
+
+
+class Tagger:
+    """A callable class: built once per worker."""
+
+    def __init__(self) -> None:
+        self.suffix = "!"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return batch.append_column(
+            "tagged", pa.array([s + self.suffix for s in batch["s"].to_pylist()])
+        )
+
+
+PIPELINES = {
+    "map_filter_sql": lambda df, other: df.map("id, k, v * 2 AS w, s").filter("w > 50"),
+    "map_filter_python": lambda df, other: df.map(
+        lambda row: {"id": row["id"], "n": len(row["s"]) + row["k"]}
+    ).filter(lambda row: row["n"] % 3 == 0),
+    "flat_map": lambda df, other: df.filter("id % 10 = 0").flat_map(
+        lambda row: [{"id": row["id"], "j": j} for j in range(row["k"] % 3)]
+    ),
+    "map_batches": lambda df, other: df.map_batches(add_total, batch_size=500).map_batches(
+        Tagger, batch_size=700
+    ),
+    "groupby": lambda df, other: df.groupby("k").agg("sum(v) AS sv", "count(*) AS n"),
+    "join": lambda df, other: df.join(other, on="id", how="inner"),
+    "distinct": lambda df, other: df.select("k", "s").distinct(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_same_results_on_both_engines(sessions, dataset, name):
+    results = {}
+    for engine, sp in sessions.items():
+        df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(4)
+        other = sp.read_parquet(os.path.join(dataset, "part-1.parquet")).map("id, v + 1 AS v1")
+        results[engine] = _rows(PIPELINES[name](df, other).to_arrow())
+    assert len(results["local"]) > 0
+    pd.testing.assert_frame_equal(results["ray"], results["local"])
+
+
+def test_sort_count_and_write_parquet(sessions, dataset, tmp_path):
+    outputs = {}
+    for engine, sp in sessions.items():
+        df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(3)
+        ordered = df.sort(["v", "id"], descending=[True, False]).to_arrow()
+        assert df.filter("k = 5").count() == sum(1 for i in range(FILES * ROWS) if i % 37 == 5)
+        target = str(tmp_path / engine)
+        df.map("id, s").write_parquet(target)
+        written = pq.read_table(target)
+        outputs[engine] = (_rows(ordered, ordered=True), _rows(written))
+    for local, ray in zip(outputs["local"], outputs["ray"]):
+        pd.testing.assert_frame_equal(ray, local)
+
+
+def test_tasks_run_in_ray_workers(sessions, dataset):
+    """The ray session's tasks ran in Ray worker processes, not here nor in a local pool."""
+    sp = sessions["ray"]
+    assert sp.engine.name == "ray" and not sp.engine.started_ray
+    assert sp.engine.parallelism == 2 and len(sp.engine.gpus) == 2
+    pids = (
+        sp.read_parquet(os.path.join(dataset, "*.parquet"))
+        .repartition(4)
+        .map_batches(
+            lambda t: pa.table({"pid": pa.array([os.getpid()], pa.int64())}), batch_size=10**6
+        )
+        .to_arrow()["pid"]
+        .to_pylist()
+    )
+    assert len(pids) == 4 and os.getpid() not in pids
+    assert sp.engine._inline.worker_pids == []
+
+
+def crash_once(marker: str):
+    def fn(batch: pa.Table) -> pa.Table:
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            os._exit(1)  # the Ray worker process dies mid-task
+        return batch
+
+    return fn
+
+
+def test_a_task_whose_ray_worker_dies_is_retried(sessions, dataset, tmp_path):
+    sp = sessions["ray"]
+    marker = str(tmp_path / "crashed")
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(2)
+    table = df.map_batches(crash_once(marker), batch_size=10**6).to_arrow()
+    assert os.path.exists(marker), "a worker died"
+    assert table.num_rows == FILES * ROWS
+    failed = [r for r in sp.last_job.records if r.status == "failed"]
+    assert failed and failed[0].retried
+
+
+def _plan(glob: str) -> LogicalPlan:
+    ctx = Context()
+    node = DataSourceNode(ctx, ParquetDataSet([glob]))
+    node = DataSetPartitionNode(ctx, (node,), npartitions=3)
+    node = SqlEngineNode(ctx, (node,), "SELECT id, k, v * 2 AS w FROM {0}")
+    node = HashPartitionNode(ctx, (node,), npartitions=3, hash_columns=["k"])
+    node = SqlEngineNode(ctx, (node,), "SELECT k, count(*) AS n, sum(w) AS sw FROM {0} GROUP BY k")
+    node = ArrowComputeNode(
+        ctx,
+        (node,),
+        process_func=lambda rctx, tables: tables[0].append_column(
+            "gpus", pa.array([os.environ.get("CUDA_VISIBLE_DEVICES", "")] * tables[0].num_rows)
+        ),
+        gpu_limit=1,
+    )
+    return LogicalPlan(ctx, node)
+
+
+def test_driver_ray_mode_runs_a_logical_plan(ray_address, dataset, tmp_path):
+    glob = os.path.join(dataset, "*.parquet")
+    tables = {}
+    for mode in ("scheduler", "ray"):
+        driver = Driver()
+        args = [mode, "--data_root", str(tmp_path / "root"), "--num_executors", "2"]
+        args += ["--output_path", str(tmp_path / mode), "--no_progress"]
+        if mode == "ray":
+            args += ["--ray_address", ray_address]
+        driver.parse_arguments(args)
+        result = driver.run(_plan(glob), stop_process_on_done=False)
+        assert result.successful
+        tables[mode] = result.final_output.to_arrow_table()
+    # gpu_limit=1: on Ray each task is given one of the two declared GPUs
+    assert set(tables["ray"]["gpus"].to_pylist()) <= {"0", "1"}
+    assert set(tables["scheduler"]["gpus"].to_pylist()) <= {""}
+    same = ["k", "n", "sw"]
+    pd.testing.assert_frame_equal(
+        _rows(tables["ray"].select(same)), _rows(tables["scheduler"].select(same))
+    )
+
+
+def test_ray_address_from_the_environment(ray_address, monkeypatch, tmp_path):
+    monkeypatch.setenv("MILLPOND_RAY_ADDRESS", ray_address)
+    with millpond.init(data_root=str(tmp_path), progress=False) as sp:
+        assert sp.engine.name == "ray" and sp.config.engine == "ray"
+        assert sp.from_items([{"a": i} for i in range(10)]).map("a * 2 AS b").count() == 10
+
+
+LOCAL_RAY_SCRIPT = """
+import os, sys, psutil, ray
+import millpond
+sp = millpond.init(engine="ray", num_executors=2, progress=False, data_root=sys.argv[1])
+assert sp.engine.started_ray and sp.engine.parallelism == 2
+node = ray._private.worker.global_worker.node
+assert node.node_ip_address == "127.0.0.1", node.node_ip_address
+assert node.gcs_address.startswith("127.0.0.1:"), node.gcs_address
+ours = [p for p in psutil.Process().children(recursive=True) if "raylet" in p.name()]
+assert ours, "the local Ray runs under this process"
+assert sp.from_items([{"a": i} for i in range(10)], npartitions=2).count() == 10
+sp.shutdown()
+assert not ray.is_initialized()
+gone, alive = psutil.wait_procs(ours, timeout=10)
+assert not alive, alive
+print("OK")
+"""
+
+
+def test_engine_ray_starts_a_local_ray_on_loopback_and_stops_it(tmp_path):
+    """Without an address, ``engine="ray"`` starts Ray on 127.0.0.1 and shutdown() stops it
+    (in a process of its own: this one is attached to the test session's head)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("psutil")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MILLPOND_", "RAY_"))}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_RAY_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-4000:]
+
+
+CLIENT_SCRIPT = """
+import sys
+import millpond
+with millpond.init(ray_address=sys.argv[1], data_root=sys.argv[2], progress=False,
+                   inline_bytes=0) as sp:
+    assert sp.engine.name == "ray" and not sp.engine.started_ray
+    df = sp.from_items([{"a": i, "k": i % 3} for i in range(30)], npartitions=3)
+    rows = sorted(df.groupby("k").agg("sum(a) AS s").take_all(), key=lambda r: r["k"])
+    assert rows == [{"k": 0, "s": 135}, {"k": 1, "s": 145}, {"k": 2, "s": 155}], rows
+print("OK")
+"""
+
+
+def test_attach_through_a_ray_client_address(ray_head, tmp_path):
+    """``ray://host:port`` (Ray Client), in a process of its own (this one is attached)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT_SCRIPT, ray_head["client"], str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-4000:]
+
+
+GPU_SCRIPT = """
+import json, os, sys, time
+import pyarrow as pa
+from millpond.execution.driver import Driver
+from millpond.logical.dataset import ArrowTableDataSet
+from millpond.logical.node import (ArrowComputeNode, Context, DataSourceNode,
+    EvenlyDistributedPartitionNode, LogicalPlan)
+
+def gpu_task(rctx, tables):
+    started = time.time()
+    time.sleep(1.5)
+    n = tables[0].num_rows
+    return tables[0].append_column("dev", pa.array([os.environ.get("CUDA_VISIBLE_DEVICES", "")] * n)
+        ).append_column("t0", pa.array([started] * n)).append_column("t1", pa.array([time.time()] * n))
+
+ctx = Context()
+node = DataSourceNode(ctx, ArrowTableDataSet(pa.table({"i": list(range(6))})))
+node = EvenlyDistributedPartitionNode(ctx, (node,), npartitions=6, partition_by_rows=True)
+node = ArrowComputeNode(ctx, (node,), process_func=gpu_task, gpu_limit=1)
+driver = Driver()
+driver.parse_arguments(["ray", "--ray_address", sys.argv[1], "--data_root", sys.argv[2],
+                        "--num_executors", "2", "--no_progress"])
+result = driver.run(LogicalPlan(ctx, node), stop_process_on_done=False)
+print(json.dumps(result.final_output.to_arrow_table().select(["dev", "t0", "t1"]).to_pylist()))
+"""
+
+
+def test_gpu_tasks_run_as_many_at_once_as_there_are_gpus(tmp_path):
+    """A head with 24 CPUs and 2 declared GPUs: tasks of gpu_limit=1 (8 CPUs each, as in
+    smallpond) could run 3 at once by CPUs but run 2 at once, each on its own GPU."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import start_ray_head
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
+    env["MILLPOND_INLINE_BYTES"] = "0"
+    with start_ray_head(num_cpus=24, num_gpus=2) as head:
+        done = subprocess.run(
+            [sys.executable, "-c", GPU_SCRIPT, head["address"], str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    assert done.returncode == 0, done.stderr[-4000:]
+    tasks = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(tasks) == 6 and {t["dev"] for t in tasks} == {"0", "1"}
+    events = sorted([(t["t0"], 1) for t in tasks] + [(t["t1"], -1) for t in tasks])
+    running, most = 0, 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    assert most == 2, tasks
+    for a in tasks:  # tasks that overlap hold different GPUs
+        for b in tasks:
+            if a is not b and a["t0"] < b["t1"] and b["t0"] < a["t1"]:
+                assert a["dev"] != b["dev"]
