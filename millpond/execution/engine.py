@@ -28,6 +28,9 @@ class Engine(ABC):
     name: str = "engine"
     #: whether a stage with a ``gpu_limit`` may run inline in the driver (when small)
     runs_gpu_stages_inline: bool = True
+    #: whether large SQL-only stages run in the driver on every core (one machine: DuckDB
+    #: parallelizes them best) rather than as tasks (a cluster: spread over its nodes)
+    runs_sql_stages_inline: bool = True
 
     @property
     @abstractmethod

@@ -301,7 +301,11 @@ class Job:
         # DuckDB parallelizes SQL itself, better than tasks on processes do: SQL-only stages
         # run in the driver on every core (inline_bytes=0 keeps everything on the workers),
         # and those feeding a shuffle take their input in a few large tasks
-        sql_only = self.config.inline_bytes > 0 and all(op.runs_in == "sql" for op in stage.ops)
+        sql_only = (
+            self.config.inline_bytes > 0
+            and self.engine.runs_sql_stages_inline
+            and all(op.runs_in == "sql" for op in stage.ops)
+        )
         if sql_only and not small and stage.sink_kind == "buckets":
             inputs = merge_partitions(inputs, SQL_TASK_BYTES)
         inline = small or sql_only

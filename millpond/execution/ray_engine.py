@@ -85,6 +85,7 @@ class RayEngine(Engine):
 
     name = "ray"
     runs_gpu_stages_inline = False  # Ray places them on nodes with GPUs
+    runs_sql_stages_inline = False  # large SQL stages spread over the cluster's nodes
 
     def __init__(
         self, num_executors: int, address: str | None = None, data_root: str | None = None
