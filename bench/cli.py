@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -51,7 +52,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "< 25%% busy (default 10, 0 with --quick)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument(
+        "--engines",
+        default=None,
+        help="millpond engines to run: local, ray or local,ray (default: both when Ray "
+        "is installed, local only with --quick)",
+    )
     return p.parse_args(argv)
+
+
+def _engines(arg: str | None, quick: bool) -> tuple[str, ...]:
+    if arg:
+        engines = tuple(e.strip() for e in arg.split(",") if e.strip())
+        unknown = [e for e in engines if e not in ("local", "ray")]
+        if unknown:
+            raise SystemExit(f"unknown engine(s) {unknown}; choose local and/or ray")
+        return engines
+    if quick or importlib.util.find_spec("ray") is None:
+        return ("local",)
+    return ("local", "ray")
 
 
 def _selected(only: list[str] | None) -> list[str]:
@@ -102,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         num_executors=args.num_executors,
         millpond_error=error,
         quick=args.quick,
+        engines=_engines(args.engines, args.quick),
         settle_s=args.settle if args.settle is not None else (0.0 if args.quick else 10.0),
         log=lambda msg: print(msg, flush=True),
     )

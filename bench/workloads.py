@@ -62,7 +62,9 @@ def _save(table: pa.Table, path: str | None) -> None:
 def _init_millpond(params: Params) -> Any:
     import millpond
 
-    return millpond.init(num_executors=params.get("num_executors"), progress=False)
+    return millpond.init(
+        num_executors=params.get("num_executors"), progress=False, engine=params.get("engine")
+    )
 
 
 # --------------------------------------------------------------------------- groupby
