@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import millpond
+from millpond.errors import PlanError
 from millpond.execution.driver import Driver
 from millpond.logical.dataset import ParquetDataSet
 from millpond.logical.node import (
@@ -285,6 +286,7 @@ def test_attach_through_a_ray_client_address(ray_head, tmp_path):
 GPU_SCRIPT = """
 import json, os, sys, time
 import pyarrow as pa
+from millpond.errors import PlanError
 from millpond.execution.driver import Driver
 from millpond.logical.dataset import ArrowTableDataSet
 from millpond.logical.node import (ArrowComputeNode, Context, DataSourceNode,
@@ -342,3 +344,128 @@ def test_gpu_tasks_run_as_many_at_once_as_there_are_gpus(tmp_path):
         for b in tasks:
             if a is not b and a["t0"] < b["t1"] and b["t0"] < a["t1"]:
                 assert a["dev"] != b["dev"]
+
+
+def model_class(directory: str, crash_marker: str | None = None):
+    """A callable class (pickled by value) that records each construction in ``directory``
+    and tags each batch with its process, start and end; with ``crash_marker``, the first
+    call in one process kills that process (an actor that dies)."""
+
+    class Model:
+        def __init__(self) -> None:
+            import uuid
+
+            with open(os.path.join(directory, f"{os.getpid()}-{uuid.uuid4().hex}"), "w"):
+                pass
+            self.dev = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            import sys
+            import time
+
+            if crash_marker is not None:
+                try:
+                    fd = os.open(crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    pass
+                else:
+                    os.close(fd)
+                    os._exit(1)
+            started = time.time()
+            time.sleep(0.3)
+            n = batch.num_rows
+            actor = ""
+            if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+                actor = sys.modules["ray"].get_runtime_context().get_actor_id() or ""
+            return pa.table(
+                {
+                    "id": batch["id"],
+                    "pid": pa.array([os.getpid()] * n, pa.int64()),
+                    "dev": pa.array([self.dev] * n),
+                    "actor": pa.array([actor] * n),
+                    "t0": pa.array([started] * n),
+                    "t1": pa.array([time.time()] * n),
+                }
+            )
+
+    return Model
+
+
+def _most_at_once(tasks: list[tuple[float, float]]) -> int:
+    events = sorted([(t0, 1) for t0, _ in tasks] + [(t1, -1) for _, t1 in tasks])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def _spans(table: pa.Table) -> list[tuple[float, float]]:
+    return sorted({(r["t0"], r["t1"]) for r in table.select(["t0", "t1"]).to_pylist()})
+
+
+@pytest.mark.parametrize("engine", ["ray", "local"])
+def test_callable_class_with_concurrency_runs_in_an_actor_pool(sessions, dataset, tmp_path, engine):
+    """concurrency=1: every task of the stage runs in one actor (one construction, one
+    process, one task at a time though 2 CPUs are free); on the embedded engine the same
+    arguments cap the stage at one task at a time. Results equal a plain run's."""
+    sp = sessions[engine]
+    built = tmp_path / "built"
+    built.mkdir()
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(6, by_rows=True)
+    table = df.map_batches(model_class(str(built)), concurrency=1, batch_size=10**6).to_arrow()
+    assert sorted(table["id"].to_pylist()) == list(range(FILES * ROWS))
+    spans = _spans(table)
+    assert len(spans) == 6 and _most_at_once(spans) == 1
+    if engine == "ray":
+        assert len(os.listdir(built)) == 1
+        assert len(set(table["pid"].to_pylist())) == 1
+        actors = set(table["actor"].to_pylist())
+        assert len(actors) == 1 and actors != {""}, "the tasks ran in one Ray actor"
+        assert os.getpid() not in table["pid"].to_pylist()
+
+
+def test_actor_pool_of_two_with_one_declared_gpu_each(sessions, dataset, tmp_path):
+    """concurrency=2, num_gpus=1 on a head with 2 declared GPUs: two actors, each with its
+    own GPU, each constructing the class once, at most two batches at once."""
+    sp = sessions["ray"]
+    built = tmp_path / "built"
+    built.mkdir()
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(8, by_rows=True)
+    table = df.map_batches(
+        model_class(str(built)), concurrency=(1, 2), num_gpus=1, batch_size=10**6
+    ).to_arrow()
+    assert sorted(table["id"].to_pylist()) == list(range(FILES * ROWS))
+    assert 1 <= len(os.listdir(built)) <= 2
+    rows = table.select(["pid", "dev"]).to_pylist()
+    assert {r["dev"] for r in rows} <= {"0", "1"} and all(r["dev"] for r in rows)
+    by_pid = {}
+    for r in rows:
+        by_pid.setdefault(r["pid"], set()).add(r["dev"])
+    assert len(by_pid) <= 2 and all(len(d) == 1 for d in by_pid.values())
+    assert "" not in set(table["actor"].to_pylist())
+    assert _most_at_once(_spans(table)) <= 2
+
+
+def test_an_actor_that_dies_is_replaced_and_its_task_redone(sessions, dataset, tmp_path):
+    sp = sessions["ray"]
+    built = tmp_path / "built"
+    built.mkdir()
+    marker = str(tmp_path / "crashed")
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(4)
+    Model = model_class(str(built), crash_marker=marker)
+    table = df.map_batches(Model, concurrency=2, batch_size=10**6).to_arrow()
+    assert os.path.exists(marker), "an actor died"
+    assert sorted(table["id"].to_pylist()) == list(range(FILES * ROWS))
+    failed = [r for r in sp.last_job.records if r.status == "failed"]
+    assert failed and all(r.retried for r in failed)
+    dead = {int(name.split("-")[0]) for name in os.listdir(built)} - set(table["pid"].to_pylist())
+    assert dead, "the dead actor's process produced nothing; a new actor took its place"
+
+
+def test_map_batches_resource_arguments_are_validated(sessions):
+    sp = sessions["local"]
+    df = sp.from_items([{"a": 1}])
+    for bad in ({"concurrency": 0}, {"concurrency": (3, 2)}, {"num_gpus": -1}, {"num_cpus": 0}):
+        with pytest.raises(PlanError):
+            df.map_batches(add_total, **bad)

@@ -50,6 +50,25 @@ def _column_args(columns: tuple, what: str) -> list[str]:
     return _names(list(columns), what)
 
 
+def _concurrency(value: Any, step: Step) -> tuple[int, int] | None:
+    """``concurrency=``: ``n`` or ``(min, max)``, as ``(min, max)``."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return (value, value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and 1 <= value[0] <= value[1]
+    ):
+        return (int(value[0]), int(value[1]))
+    raise PlanError(
+        f"{step.label}: concurrency must be an integer >= 1 or (min, max) with "
+        f"1 <= min <= max, got {value!r}"
+    )
+
+
 def _pickle(fn: Any, step: Step) -> bytes:
     """Ship a user function with cloudpickle now, so an unpicklable one is reported where it
     was passed rather than deep inside a worker."""
@@ -81,12 +100,20 @@ class DataFrame:
     def _narrow(self, op, step: Step) -> DataFrame:
         return self._with(L.Narrow((self._node,), step, op=op))
 
-    def _python(self, kind: str, fn: Callable, step: Step, **options: Any) -> DataFrame:
+    def _python(
+        self,
+        kind: str,
+        fn: Callable,
+        step: Step,
+        resources: L.Resources | None = None,
+        **options: Any,
+    ) -> DataFrame:
         if not callable(fn):
             raise PlanError(
                 f"{step.label}: expected a SQL string or a callable, got {type(fn).__name__}"
             )
-        return self._narrow(PythonOp(kind, _pickle(fn, step), step, **options), step)
+        op = PythonOp(kind, _pickle(fn, step), step, **options)
+        return self._with(L.Narrow((self._node,), step, op=op, resources=resources))
 
     # -- per-partition transformations ---------------------------------------
     def map(
@@ -124,20 +151,40 @@ class DataFrame:
         batch_size: int | None = None,
         batch_format: str = "arrow",
         schema: pa.Schema | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        num_gpus: float | None = None,
+        num_cpus: int | None = None,
     ) -> DataFrame:
         """A Python function over whole batches (a pyarrow Table, a pandas DataFrame, or a
         dict of numpy arrays). A class is constructed once per worker process and its
-        instance called per batch, so a model is loaded once."""
+        instance called per batch, so a model is loaded once.
+
+        ``num_gpus`` / ``num_cpus``: what each task of the stage (on Ray: each actor) holds
+        (the stage's ``gpu_limit`` / ``cpu_limit``). ``concurrency`` (``n`` or
+        ``(min, max)``): at most ``max`` tasks of the stage run at once; on Ray, a callable
+        class with ``concurrency`` runs in a pool of ``min`` to ``max`` actors, each of which
+        constructs the class once and runs task after task of the stage."""
         if batch_format not in BATCH_FORMATS:
             raise PlanError(f"batch_format must be one of {BATCH_FORMATS}, got {batch_format!r}")
         step = user_step(f"map_batches({callable_name(func)})")
+        bounds = _concurrency(concurrency, step)
+        if num_gpus is not None and not (isinstance(num_gpus, (int, float)) and num_gpus >= 0):
+            raise PlanError(f"{step.label}: num_gpus must be a number >= 0, got {num_gpus!r}")
+        if num_cpus is not None and not (isinstance(num_cpus, int) and num_cpus >= 1):
+            raise PlanError(f"{step.label}: num_cpus must be an integer >= 1, got {num_cpus!r}")
+        resources = None
+        if num_gpus is not None or num_cpus is not None:
+            resources = L.Resources(cpu=num_cpus or 1, gpu=float(num_gpus or 0.0))
         return self._python(
             "map_batches",
             func,
             step,
+            resources=resources,
             batch_size=batch_size,
             batch_format=batch_format,
             schema=schema,
+            concurrency=bounds,
+            udf_is_class=isinstance(func, type),
         )
 
     def select(self, *columns: str) -> DataFrame:

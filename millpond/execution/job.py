@@ -311,6 +311,9 @@ class Job:
         inline = small or sql_only
         if inline and stage.gpu_limit and not self.engine.runs_gpu_stages_inline:
             inline = False  # GPU tasks go where the engine has GPUs
+        cap = _concurrency_cap(stage)
+        if inline and cap is not None and not self.engine.runs_gpu_stages_inline:
+            inline = False  # map_batches(concurrency=) runs in the engine's workers (actors)
         self._in_memory[stage.id] = small
         ntasks = len(inputs)
         self.stage_tasks[stage.id] = (ntasks, inline)
@@ -340,6 +343,13 @@ class Job:
         if self.resumed:  # what a killed run left of these tasks' outputs
             for spec in specs:
                 self._discard_attempt(spec)
+        # map_batches(concurrency=(lo, hi)): at most hi tasks of the stage are handed to the
+        # engine at once (running or waiting there); the others wait here, and each task
+        # that ends lets the next one in (a retry takes the place of its failed attempt)
+        held: deque[TaskSpec] = deque()
+        if cap is not None and not inline:
+            held = deque(specs[cap:])
+            specs = specs[:cap]
         queue: deque[TaskSpec] = deque(specs)
         system_failures: dict[int, int] = {}
         max_retry = 0 if self.config.fail_fast else self.config.max_retry
@@ -389,6 +399,8 @@ class Job:
                     continue
                 result: TaskResult = outcome.result
                 results[spec.index] = result
+                if held:
+                    queue.append(held.popleft())
                 if self.fingerprint is not None:  # a resumable job: record its progress
                     self.checkpoints.save_done(result)
                 self.records.append(
@@ -412,6 +424,7 @@ class Job:
                         next_to_yield += 1
                 if stage.limit_rows is not None and self._enough_rows(results, stage.limit_rows):
                     queue.clear()
+                    held.clear()
                     break
         finally:
             close = getattr(outcomes, "close", None)
@@ -535,6 +548,12 @@ class Job:
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _concurrency_cap(stage: Stage) -> int | None:
+    """The most tasks of ``stage`` that may run at once (``map_batches(concurrency=)``)."""
+    caps = [op.concurrency[1] for op in stage.ops if getattr(op, "concurrency", None)]
+    return min(caps) if caps else None
 
 
 def _demand(spec: TaskSpec) -> Demand:

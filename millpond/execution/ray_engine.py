@@ -47,6 +47,68 @@ def _run_on_ray(payload: bytes) -> tuple[int, float, float, bytes]:
     return os.getpid(), started, time.time(), result
 
 
+class _PoolActor:
+    """An actor of a stage's pool: runs task after task of that stage in one process, so
+    the callable class of its ``map_batches`` is constructed once per actor."""
+
+    def run(self, payload: bytes) -> tuple[int, float, float, bytes]:
+        return _run_on_ray(payload)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _pool_op(spec: TaskSpec):
+    """The ``map_batches`` step of a task that runs in an actor pool, if any."""
+    for op in spec.ops:
+        if getattr(op, "actor_pool", False):
+            return op
+    return None
+
+
+class _ActorPool:
+    """The actors of one stage: ``low`` started at once, more on demand up to ``high``; an
+    actor that dies is dropped (a new one takes its place when a task needs one)."""
+
+    def __init__(self, engine: RayEngine, bounds: tuple[int, int], need: Demand) -> None:
+        self.engine = engine
+        self.low, self.high = bounds
+        options: dict[str, object] = {"num_cpus": max(1, need.slots), "max_restarts": 0}
+        if need.gpus > 0:
+            options["num_gpus"] = need.gpus
+        self._factory = engine._actor.options(**options)
+        self.actors: list[object] = []
+        self.idle: list[object] = []
+        for _ in range(self.low):
+            self._add()
+
+    def _add(self) -> object:
+        actor = self._factory.remote()
+        self.actors.append(actor)
+        self.idle.append(actor)
+        return actor
+
+    def take(self) -> object | None:
+        """An idle actor (a new one while the pool is below its size), or None."""
+        if not self.idle and len(self.actors) < self.high:
+            self._add()
+        return self.idle.pop() if self.idle else None
+
+    def give_back(self, actor: object) -> None:
+        self.idle.append(actor)
+
+    def drop(self, actor: object) -> None:
+        if actor in self.actors:
+            self.actors.remove(actor)
+        with contextlib.suppress(Exception):
+            self.engine.ray.kill(actor)
+
+    def close(self) -> None:
+        for actor in list(self.actors):
+            self.drop(actor)
+        self.idle.clear()
+
+
 def _sees_file(path: str) -> bool:
     return os.path.exists(path)
 
@@ -107,6 +169,7 @@ class RayEngine(Engine):
             self.shutdown()
             raise
         self._remote = self.ray.remote(_run_on_ray)
+        self._actor = self.ray.remote(_PoolActor)
 
     # -- connection ------------------------------------------------------------
     def _connect(self) -> None:
@@ -190,30 +253,53 @@ class RayEngine(Engine):
             yield from self._inline.run(queue, inline=True)
             return
         ray = self.ray
-        pending: dict[object, tuple[TaskSpec, float]] = {}
+        pending: dict[object, tuple[TaskSpec, float, object | None]] = {}
+        pool: _ActorPool | None = None
         try:
             while queue or pending:
                 while queue:
-                    spec = queue.popleft()
+                    spec = queue[0]
                     need = demand(spec) if demand is not None else Demand()
-                    options: dict[str, object] = {
-                        "num_cpus": max(1, need.slots),
-                        "max_retries": 0,  # the job retries, and knows the attempt
-                    }
-                    if need.gpus > 0:
-                        options["num_gpus"] = need.gpus
-                    ref = self._remote.options(**options).remote(cloudpickle.dumps(spec))
-                    pending[ref] = (spec, time.time())
+                    op = _pool_op(spec)
+                    actor = None
+                    payload = cloudpickle.dumps(spec)
+                    if op is not None:  # a callable class with concurrency: the stage's actors
+                        if pool is None:
+                            pool = _ActorPool(self, op.concurrency, need)
+                        actor = pool.take()
+                        if actor is None:
+                            break  # every actor is busy: the task waits for one
+                        ref = actor.run.remote(payload)
+                    else:
+                        options: dict[str, object] = {
+                            "num_cpus": max(1, need.slots),
+                            "max_retries": 0,  # the job retries, and knows the attempt
+                        }
+                        if need.gpus > 0:
+                            options["num_gpus"] = need.gpus
+                        ref = self._remote.options(**options).remote(payload)
+                    queue.popleft()
+                    pending[ref] = (spec, time.time(), actor)
+                if not pending:
+                    break
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
-                    spec, submitted = pending.pop(ref)
-                    yield self._outcome(ref, spec, submitted)
+                    spec, submitted, actor = pending.pop(ref)
+                    outcome = self._outcome(ref, spec, submitted)
+                    if actor is not None and pool is not None:
+                        if outcome.failure is not None and outcome.pid is None:
+                            pool.drop(actor)  # the actor died: a new one replaces it
+                        else:
+                            pool.give_back(actor)
+                    yield outcome
         finally:
             for ref in pending:  # an early stop (a limit reached, a failure)
                 try:
                     ray.cancel(ref, force=True)
                 except Exception:  # noqa: BLE001 - best effort
                     log.debug("could not cancel a Ray task", exc_info=True)
+            if pool is not None:
+                pool.close()
 
     def _outcome(self, ref: object, spec: TaskSpec, submitted: float) -> Outcome:
         try:

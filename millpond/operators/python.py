@@ -49,8 +49,17 @@ class PythonOp(Op):
     batch_size: int | None = None
     batch_format: str = "arrow"
     schema: pa.Schema | None = None
+    #: ``map_batches(concurrency=)``: (fewest, most) tasks of the stage at once; for a
+    #: callable class on Ray, the size of the stage's actor pool
+    concurrency: tuple[int, int] | None = None
+    udf_is_class: bool = False
 
     runs_in = "python"
+
+    @property
+    def actor_pool(self) -> bool:
+        """Whether the stage runs in a pool of actors (a callable class with concurrency)."""
+        return self.concurrency is not None and self.udf_is_class
 
     def apply(self, ctx, rel: str) -> str:
         fn = load_udf(self.payload)
