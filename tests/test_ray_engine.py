@@ -469,3 +469,18 @@ def test_map_batches_resource_arguments_are_validated(sessions):
     for bad in ({"concurrency": 0}, {"concurrency": (3, 2)}, {"num_gpus": -1}, {"num_cpus": 0}):
         with pytest.raises(PlanError):
             df.map_batches(add_total, **bad)
+
+
+def test_a_pool_larger_than_the_cluster_is_cut_to_what_fits(sessions, dataset, tmp_path):
+    """concurrency=5 actors of one GPU each on a head with 2 declared GPUs: 2 actors (the
+    others could never be placed, and tasks given to them would wait for ever)."""
+    sp = sessions["ray"]
+    built = tmp_path / "built"
+    built.mkdir()
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(6, by_rows=True)
+    table = df.map_batches(
+        model_class(str(built)), concurrency=5, num_gpus=1, batch_size=10**6
+    ).to_arrow()
+    assert sorted(table["id"].to_pylist()) == list(range(FILES * ROWS))
+    assert 1 <= len(os.listdir(built)) <= 2
+    assert _most_at_once(_spans(table)) <= 2

@@ -72,7 +72,23 @@ class _ActorPool:
 
     def __init__(self, engine: RayEngine, bounds: tuple[int, int], need: Demand) -> None:
         self.engine = engine
-        self.low, self.high = bounds
+        low, high = bounds
+        # no more actors than the cluster can hold at once: an actor Ray cannot place would
+        # keep the tasks given to it waiting for ever
+        fits = engine._cpus // max(1, need.slots)
+        if need.gpus > 0:
+            fits = min(fits, int(len(engine._gpus) / need.gpus + 1e-6))
+        if high > max(1, fits):
+            log.warning(
+                "concurrency=%d asks for more actors than the cluster holds (%d CPUs, %d GPUs); "
+                "the pool has %d",
+                high,
+                engine._cpus,
+                len(engine._gpus),
+                max(1, fits),
+            )
+            high = max(1, fits)
+        self.low, self.high = min(low, high), high
         options: dict[str, object] = {"num_cpus": max(1, need.slots), "max_restarts": 0}
         if need.gpus > 0:
             options["num_gpus"] = need.gpus
