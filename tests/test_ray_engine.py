@@ -6,6 +6,9 @@ session (see ``conftest.ray_address``), so the attach path is the one tested."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -166,6 +169,48 @@ def test_a_task_whose_ray_worker_dies_is_retried(sessions, dataset, tmp_path):
     assert table.num_rows == FILES * ROWS
     failed = [r for r in sp.last_job.records if r.status == "failed"]
     assert failed and failed[0].retried
+
+
+def report_pid_then_work(directory: str):
+    """Each call leaves the Ray worker's pid in ``directory``, then works for a while."""
+
+    def fn(batch: pa.Table) -> pa.Table:
+        open(os.path.join(directory, str(os.getpid())), "w").close()
+        time.sleep(0.3)
+        return batch
+
+    return fn
+
+
+def test_killing_a_ray_worker_by_pid_mid_job_gives_the_clean_result(sessions, dataset, tmp_path):
+    """A Ray worker killed from outside (SIGKILL by pid) while it runs a task: the task is
+    retried and the output equals a clean run's."""
+    sp = sessions["ray"]
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    killed: list[int] = []
+
+    def kill_first_worker_seen() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            seen = os.listdir(pids)
+            if seen:
+                pid = int(seen[0])
+                os.kill(pid, signal.SIGKILL)  # a Ray worker of this test's own Ray head
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_first_worker_seen)
+    killer.start()
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(FILES)
+    table = df.map_batches(report_pid_then_work(str(pids)), batch_size=ROWS // 4).to_arrow()
+    killer.join()
+    assert killed, "no worker was killed"
+    clean = sessions["local"].read_parquet(os.path.join(dataset, "*.parquet")).to_arrow()
+    pd.testing.assert_frame_equal(_rows(table), _rows(clean))
+    retried = [r for r in sp.last_job.records if r.status == "failed" and r.retried]
+    assert retried, "the killed worker's task was retried"
 
 
 def _plan(glob: str) -> LogicalPlan:
