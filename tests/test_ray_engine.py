@@ -529,3 +529,16 @@ def test_a_pool_larger_than_the_cluster_is_cut_to_what_fits(sessions, dataset, t
     assert sorted(table["id"].to_pylist()) == list(range(FILES * ROWS))
     assert 1 <= len(os.listdir(built)) <= 2
     assert _most_at_once(_spans(table)) <= 2
+
+
+def test_the_job_report_names_the_engine_and_links_the_ray_dashboard(sessions, dataset):
+    sp = sessions["ray"]
+    sp.engine.dashboard_url = "http://127.0.0.1:8265"  # as when attached to a cluster with one
+    try:
+        sp.read_parquet(os.path.join(dataset, "*.parquet")).map_batches(add_total).count()
+    finally:
+        sp.engine.dashboard_url = None
+    with open(sp.last_job.report_path) as f:
+        html = f.read()
+    assert "ray engine" in html
+    assert '<a href="http://127.0.0.1:8265">Ray dashboard</a>' in html

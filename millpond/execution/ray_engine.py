@@ -195,8 +195,9 @@ class RayEngine(Engine):
             if not ray.is_initialized():
                 if self.address:
                     log.info("attaching to the Ray cluster at %s", self.address)
-                    ray.init(address=self.address, logging_level=logging.WARNING)
+                    context = ray.init(address=self.address, logging_level=logging.WARNING)
                     _started_here = False
+                    self.dashboard_url = _dashboard_url(context)
                 else:
                     log.info("starting a local Ray instance with %d CPUs", self.num_executors)
                     with _loopback_only():
@@ -351,3 +352,11 @@ class RayEngine(Engine):
                 if _connected_here and self.ray.is_initialized():
                     self.ray.shutdown()
                 _started_here = _connected_here = False
+
+
+def _dashboard_url(context: object) -> str | None:
+    """The dashboard of the cluster ``ray.init`` attached to, if it runs one."""
+    url = getattr(context, "dashboard_url", None) or None
+    if url and "://" not in url:
+        url = f"http://{url}"
+    return url

@@ -152,6 +152,8 @@ def report_data(job: Job) -> dict:
         "end_time": _iso(finished),
         "seconds": round(finished - job.started, 4) if finished and job.started else None,
         "directory": job.dir,
+        "engine": job.engine.name,
+        "dashboard_url": job.engine.dashboard_url,
         "resumed": job.resumed,
         "reused_tasks": sum(1 for r in job.records if r.status == "reused"),
         "retries": sum(1 for r in job.records if r.retried),
@@ -358,6 +360,10 @@ def render_html(data: dict) -> str:
         f'<span class="status s-{escape(status)}">{escape(status)}</span></h1>',
         '<div class="meta">',
         f"<span>session {escape(data['session_id'])}</span>",
+        f"<span>{escape(data['engine'])} engine</span>",
+        f'<span><a href="{escape(data["dashboard_url"])}">Ray dashboard</a></span>'
+        if data.get("dashboard_url")
+        else "",
         f"<span>started {escape(data['start_time'] or '—')}</span>",
         f"<span>ended {escape(data['end_time'] or '—')}</span>",
         f"<span>{_num(data['seconds'])} s</span>" if data["seconds"] is not None else "",
