@@ -542,3 +542,18 @@ def test_the_job_report_names_the_engine_and_links_the_ray_dashboard(sessions, d
         html = f.read()
     assert "ray engine" in html
     assert '<a href="http://127.0.0.1:8265">Ray dashboard</a>' in html
+
+
+def test_explain_and_progress_work_on_ray(sessions, dataset, capfd):
+    sp = sessions["ray"]
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).groupby("k").agg("count(*) AS n")
+    text = df.explain()
+    assert "on the ray engine" in text and "Stage 0" in text
+    assert sum(df.to_arrow().column("n").to_pylist()) == FILES * ROWS
+    assert capfd.readouterr().err == ""  # not a terminal: no progress bars
+    sp.config.progress = True  # asked for: one bar per stage, as on the embedded engine
+    try:
+        df.count()
+    finally:
+        sp.config.progress = False
+    assert "stage 1/" in capfd.readouterr().err
