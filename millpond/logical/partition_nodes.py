@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from millpond.common import DATA_PARTITION_COLUMN_NAME
 from millpond.errors import PlanError
-from millpond.io.sqltext import quote_ident
+from millpond.io.sqltext import quote_ident, quote_string
 from millpond.logical.base import Compiled, Context, Node
 from millpond.operators.sql import ColumnsOp, SqlOp
 from millpond.planning import logical as L
@@ -247,7 +247,7 @@ class HashPartitionNode(PartitionNode):
             op=SqlOp(
                 f"SELECT * REPLACE (CAST(({expr}) AS UBIGINT) AS {column}) FROM {{0}}"
                 if self.shuffle_only
-                else f"SELECT COLUMNS(lambda c: c != {_sql_str(self.data_partition_column)}), CAST(({expr}) AS UBIGINT) AS {column} FROM {{0}}",
+                else f"SELECT COLUMNS(lambda c: c != {quote_string(self.data_partition_column)}), CAST(({expr}) AS UBIGINT) AS {column} FROM {{0}}",
                 self.step,
             ),
         )
@@ -259,10 +259,6 @@ class HashPartitionNode(PartitionNode):
                 (node,), self.step, op=ColumnsOp(self.step, drop=[self.data_partition_column])
             )
         return Compiled(node, n, self.dimension)
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class ShuffleNode(HashPartitionNode):

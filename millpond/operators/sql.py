@@ -85,11 +85,6 @@ def register_udf(ctx, name: str, fn: object, step: Step) -> None:
         ) from None
 
 
-def placeholder_count(template: str) -> int:
-    found = [int(m) for m in _PLACEHOLDER.findall(template)]
-    return max(found) + 1 if found else 0
-
-
 def bind(ctx, sql: str, steps: list[Step]) -> str:
     """Bind a query now, so a mistake is reported against the step that made it."""
     try:
