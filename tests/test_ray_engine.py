@@ -221,14 +221,28 @@ def _plan(glob: str) -> LogicalPlan:
     node = HashPartitionNode(ctx, (node,), npartitions=3, hash_columns=["k"])
     node = SqlEngineNode(ctx, (node,), "SELECT k, count(*) AS n, sum(w) AS sw FROM {0} GROUP BY k")
     node = ArrowComputeNode(
-        ctx,
-        (node,),
-        process_func=lambda rctx, tables: tables[0].append_column(
-            "gpus", pa.array([os.environ.get("CUDA_VISIBLE_DEVICES", "")] * tables[0].num_rows)
-        ),
-        gpu_limit=1,
+        ctx, (node,), process_func=_tag_gpus_and_memory, gpu_limit=1, memory_limit=300 * 2**20
     )
     return LogicalPlan(ctx, node)
+
+
+def _tag_gpus_and_memory(rctx, tables: list[pa.Table]) -> pa.Table:
+    """Says which GPUs the task was given, and the memory Ray reserved for it (0 off Ray)."""
+    import sys
+
+    n = tables[0].num_rows
+    memory = 0
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        try:  # only in a Ray worker (a driver attached to Ray has no assigned resources)
+            assigned = sys.modules["ray"].get_runtime_context().get_assigned_resources()
+        except AssertionError:
+            assigned = {}
+        memory = assigned.get("memory", 0)
+    return (
+        tables[0]
+        .append_column("gpus", pa.array([os.environ.get("CUDA_VISIBLE_DEVICES", "")] * n))
+        .append_column("ray_memory", pa.array([float(memory)] * n))
+    )
 
 
 def test_driver_ray_mode_runs_a_logical_plan(ray_address, dataset, tmp_path):
@@ -247,6 +261,9 @@ def test_driver_ray_mode_runs_a_logical_plan(ray_address, dataset, tmp_path):
     # gpu_limit=1: on Ray each task is given one of the two declared GPUs
     assert set(tables["ray"]["gpus"].to_pylist()) <= {"0", "1"}
     assert set(tables["scheduler"]["gpus"].to_pylist()) <= {""}
+    # memory_limit=300 MiB: Ray reserves that much memory for each task of the node
+    assert set(tables["ray"]["ray_memory"].to_pylist()) == {300.0 * 2**20}
+    assert set(tables["scheduler"]["ray_memory"].to_pylist()) == {0.0}
     same = ["k", "n", "sw"]
     pd.testing.assert_frame_equal(
         _rows(tables["ray"].select(same)), _rows(tables["scheduler"].select(same))
@@ -557,3 +574,66 @@ def test_explain_and_progress_work_on_ray(sessions, dataset, capfd):
     finally:
         sp.config.progress = False
     assert "stage 1/" in capfd.readouterr().err
+
+
+def prepare(batch: pa.Table) -> pa.Table:
+    """CPU work before the model: takes a while, and says when it ran."""
+    started = time.time()
+    time.sleep(0.3)
+    n = batch.num_rows
+    ended = time.time()
+    return pa.table(
+        {
+            "id": batch["id"],
+            "first": pa.array([batch["id"][0].as_py()] * n, pa.int64()),
+            "cpu_t0": pa.array([started] * n),
+            "cpu_t1": pa.array([ended] * n),
+        }
+    )
+
+
+class SlowModel:
+    """The GPU stage: loads once, then takes a while per batch and says when it ran."""
+
+    def __init__(self) -> None:
+        self.dev = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.time()
+        time.sleep(0.3)
+        n = batch.num_rows
+        return (
+            batch.append_column("t0", pa.array([started] * n))
+            .append_column("t1", pa.array([time.time()] * n))
+            .append_column("dev", pa.array([self.dev] * n))
+        )
+
+
+@pytest.mark.parametrize("engine", ["ray", "local"])
+def test_cpu_stage_keeps_running_while_the_gpu_stage_works(sessions, dataset, engine):
+    """CPU work → a GPU model in a pool of one actor: the model's stage starts on the first
+    prepared partition while the CPU stage still prepares the others (pipelining, not one
+    stage after the other); the results equal a run without any overlap."""
+    sp = sessions[engine]
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(6, by_rows=True)
+    out = df.map_batches(prepare, batch_size=10**6).map_batches(
+        SlowModel, concurrency=1, num_gpus=1, batch_size=10**6
+    )
+    physical = out.explain()
+    assert "(pipelined)" in physical
+    table = out.to_arrow()
+    assert sorted(table["id"].to_pylist()) == list(range(FILES * ROWS))
+    rows = table.to_pylist()
+    cpu = sorted({r["first"]: (r["cpu_t0"], r["cpu_t1"]) for r in rows}.values())
+    gpu = sorted({r["first"]: (r["t0"], r["t1"]) for r in rows}.values())
+    assert len(cpu) == 6 and len(gpu) == 6
+    last_cpu_end = max(t1 for _, t1 in cpu)
+    during = [g for g in gpu if g[1] <= last_cpu_end]
+    assert during, f"no model batch ended before the CPU stage did: cpu={cpu} gpu={gpu}"
+    assert min(t0 for t0, _ in gpu) < last_cpu_end
+    assert _most_at_once(gpu) == 1  # concurrency=1: one model batch at a time
+    stages = {r.stage_id: r for r in sp.last_job.reports}
+    cpu_stage, gpu_stage = sorted(stages)[-2:]
+    assert stages[gpu_stage].started < stages[cpu_stage].finished
+    if engine == "ray":
+        assert {r["dev"] for r in rows} <= {"0", "1"}

@@ -40,11 +40,12 @@ from millpond.execution.pool import Demand
 from millpond.execution.progress import progress_enabled, stage_bar
 from millpond.execution.report import StageReport, TaskRecord, write_report
 from millpond.execution.resources import TaskResources
+from millpond.execution.stage_run import StageRun
 from millpond.execution.task import TaskResult, TaskSpec
 from millpond.execution.worker import Failure
 from millpond.io.formats import file_extension
 from millpond.operators.base import Step
-from millpond.operators.data import PartitionInput
+from millpond.operators.data import DataInput, PartitionInput
 from millpond.operators.sinks import (
     TMP_SUFFIX,
     BucketSink,
@@ -52,7 +53,7 @@ from millpond.operators.sinks import (
     Sink,
     WriteSink,
 )
-from millpond.planning.physical import PhysicalPlan, Stage
+from millpond.planning.physical import PhysicalPlan, SourceSlot, Stage
 
 __all__ = [
     "RANGE_TARGET_BYTES",
@@ -171,14 +172,8 @@ class Job:
     # -- public ---------------------------------------------------------------
     def run(self) -> list[TaskResult]:
         """Run every stage; returns the final stage's results in partition order."""
-        try:
-            self._start()
-            for stage in self.plan.stages:
-                self.results[stage.id] = list(self._run_stage(stage))
-        except BaseException as exc:
-            self._finish(exc)
-            raise
-        self._finish(None)
+        for _ in self._execute(stream=False):
+            pass
         return self.results[self.plan.final.id]
 
     def output_results(self) -> list[list[TaskResult]]:
@@ -188,11 +183,16 @@ class Job:
     def stream(self) -> Iterator[TaskResult]:
         """Like :meth:`run`, but yields the final stage's results in partition order as soon
         as each is ready, so a consumer can start before the last task ends."""
+        yield from self._execute(stream=True)
+
+    def _execute(self, stream: bool) -> Iterator[TaskResult]:
+        """Run the stages in plan order; a stage that was run beside its producer (pipelined)
+        is not run again. With ``stream``, yields the final stage's results."""
         try:
             self._start()
-            for stage in self.plan.stages[:-1]:
-                self.results[stage.id] = list(self._run_stage(stage))
-            yield from self._run_stage(self.plan.final, ordered_stream=True)
+            for stage in self.plan.stages:
+                if stage.id not in self.results:
+                    yield from self._run_stages(stage, stream)
         except BaseException as exc:
             self._finish(exc)
             raise
@@ -287,12 +287,13 @@ class Job:
             attempt=attempt,
             executor_slots=budget.executor_slots,
             gpus=budget.gpus,
+            memory_request=budget.memory if (stage.memory_limit or memory_limit) else 0,
         )
 
-    # -- running a stage -------------------------------------------------------
-    def _run_stage(self, stage: Stage, ordered_stream: bool = False) -> Iterator[TaskResult]:
-        started = time.time()
-        self._running_stage = stage.id
+    # -- running stages ---------------------------------------------------------
+    def _begin(self, stage: Stage) -> StageRun:
+        """Decide how ``stage`` runs (inline or on the engine's workers, in how many tasks)
+        from the outputs of the stages it reads, which have all ended."""
         if stage.range_from is not None:
             # RANGE_TARGET_BYTES is read here, at run time: tests make it small
             prepare_range(stage, self.results, RANGE_TARGET_BYTES)
@@ -315,12 +316,28 @@ class Job:
         if inline and cap is not None and not self.engine.runs_gpu_stages_inline:
             inline = False  # map_batches(concurrency=) runs in the engine's workers (actors)
         self._in_memory[stage.id] = small
+        return self._new_run(stage, inputs, inline)
+
+    def _begin_pipelined(self, stage: Stage, producer: StageRun) -> StageRun:
+        """``stage`` runs beside ``producer`` on the workers: task i as soon as the
+        producer's task i has ended (its inputs are filled in then)."""
+        self._in_memory[stage.id] = False
+        inputs: list[list[PartitionInput] | None] = [None] * producer.ntasks
+        run = self._new_run(stage, inputs, inline=False)
+        run.producer = producer
+        producer.consumers.append(run)
+        return run
+
+    def _new_run(
+        self, stage: Stage, inputs: list[list[PartitionInput] | None], inline: bool
+    ) -> StageRun:
         ntasks = len(inputs)
         self.stage_tasks[stage.id] = (ntasks, inline)
-        results: list[TaskResult | None] = [None] * ntasks
         reused = self.checkpoints.reusable(stage, ntasks)
+        label = f"stage {stage.id + 1}/{len(self.plan.stages)}: {_short(stage.describe_ops())}"
+        cap = _concurrency_cap(stage)
+        run = StageRun(stage, inputs, inline, label, None if inline else cap, reused)
         for index, result in sorted(reused.items()):
-            results[index] = result
             self.records.append(
                 TaskRecord(
                     stage.id,
@@ -334,28 +351,10 @@ class Job:
                     result.output.nbytes,
                 )
             )
-        todo = [i for i in range(ntasks) if i not in reused]
-        if todo and stage.limit_rows is not None and self._enough_rows(results, stage.limit_rows):
-            todo = []
-        if todo:
+        if run.todo and not (
+            stage.limit_rows is not None and self._enough_rows(run.results, stage.limit_rows)
+        ):
             self.checkpoints.mark_changed(stage)
-        specs = [self._spec(stage, i, inputs[i], inline) for i in todo]
-        if self.resumed:  # what a killed run left of these tasks' outputs
-            for spec in specs:
-                self._discard_attempt(spec)
-        # map_batches(concurrency=(lo, hi)): at most hi tasks of the stage are handed to the
-        # engine at once (running or waiting there); the others wait here, and each task
-        # that ends lets the next one in (a retry takes the place of its failed attempt)
-        held: deque[TaskSpec] = deque()
-        if cap is not None and not inline:
-            held = deque(specs[cap:])
-            specs = specs[:cap]
-        queue: deque[TaskSpec] = deque(specs)
-        system_failures: dict[int, int] = {}
-        max_retry = 0 if self.config.fail_fast else self.config.max_retry
-        next_to_yield = 0
-        retries = 0
-        label = f"stage {stage.id + 1}/{len(self.plan.stages)}: {_short(stage.describe_ops())}"
         log.debug(
             "%s: %d task(s) (%d reused), %s",
             label,
@@ -363,93 +362,138 @@ class Job:
             len(reused),
             "inline" if inline else "workers",
         )
-        bar = stage_bar(ntasks, label, self.progress)
-        bar.update(len(reused))
-        outcomes = self.engine.run(queue, inline, _demand) if queue else iter(())
+        run.bar = stage_bar(ntasks, label, self.progress)
+        run.bar.update(len(reused))
+        return run
+
+    def _pipeline(self, run: StageRun) -> list[StageRun]:
+        """``run`` and the stages that run beside it: those taking its output task by task
+        (and theirs), when it runs on the workers."""
+        runs = [run]
+        for current in runs:
+            if current.inline or current.stage.limit_rows is not None:
+                continue
+            for consumer in self.plan.pipelined_consumers(current.stage.id):
+                runs.append(self._begin_pipelined(consumer, current))
+        return runs
+
+    def _hand_new(self, run: StageRun, index: int, queue: deque[TaskSpec]) -> None:
+        """Hand the first attempt of task ``index`` of ``run`` to the engine."""
+        spec = self._spec(run.stage, index, run.inputs[index], run.inline)
+        if self.resumed:  # what a killed run left of this task's output
+            self._discard_attempt(spec)
+        run.hand(spec, queue, first=run.producer is not None)
+
+    def _feed(self, consumer: StageRun, index: int, result: TaskResult, queue) -> None:
+        """The producer's task ``index`` ended: the consumer's task ``index`` may start."""
+        row: list[PartitionInput] = []
+        for slot in consumer.stage.slots:
+            if isinstance(slot, SourceSlot):  # broadcast: the same for every task
+                row.append(slot.partitions[0])
+            else:
+                row.append(DataInput([result.output.partition], result.output.schema))
+        consumer.inputs[index] = row
+        if index not in consumer.reused:
+            self._hand_new(consumer, index, queue)
+
+    def _run_stages(self, head: Stage, stream: bool) -> Iterator[TaskResult]:
+        """Run ``head`` and, pipelined beside it, the stages that take its output task by
+        task; with ``stream``, yield the final stage's results in partition order."""
+        self._running_stage = head.id
+        runs = self._pipeline(self._begin(head))
+        by_id = {run.stage.id: run for run in runs}
+        final = by_id.get(self.plan.final.id) if stream else None
+        queue: deque[TaskSpec] = deque()
+        first = runs[0]
+        if not (head.limit_rows is not None and self._enough_rows(first.results, head.limit_rows)):
+            for index in first.todo:
+                self._hand_new(first, index, queue)
+        for run in runs[1:]:  # tasks whose producer's result was reused
+            for index, result in enumerate(run.producer.results):
+                if result is not None:
+                    self._feed(run, index, result, queue)
+        max_retry = 0 if self.config.fail_fast else self.config.max_retry
+        outcomes = self.engine.run(queue, first.inline, _demand) if queue else iter(())
         try:
-            if ordered_stream:
-                while next_to_yield < ntasks and results[next_to_yield] is not None:
-                    yield results[next_to_yield]
-                    next_to_yield += 1
+            if final is not None:
+                yield from final.ready_in_order()
             for outcome in outcomes:
-                spec: TaskSpec = outcome.key
-                if outcome.failure is not None:
-                    failure = outcome.failure
-                    record = TaskRecord(
-                        stage.id,
-                        spec.index,
-                        spec.attempt,
-                        "failed",
-                        outcome.started,
-                        outcome.finished,
-                        outcome.pid,
-                        error=f"{failure.kind}: {failure.message}",
-                        memory_limit=spec.memory_limit,
-                    )
-                    self.records.append(record)
-                    retry = self._retry(stage, spec, failure, inline, system_failures, max_retry)
-                    if retry is None:
-                        raise task_error(
-                            failure, spec, stage, self.job_id, self.config.memory_limit
-                        )
-                    record.retried = True
-                    retries += 1
-                    self._discard_attempt(spec)
-                    queue.append(retry)
+                run = by_id[outcome.key.stage_id]
+                result = self._settle(run, outcome, queue, max_retry)
+                if result is None:
                     continue
-                result: TaskResult = outcome.result
-                results[spec.index] = result
-                if held:
-                    queue.append(held.popleft())
-                if self.fingerprint is not None:  # a resumable job: record its progress
-                    self.checkpoints.save_done(result)
-                self.records.append(
-                    TaskRecord(
-                        stage.id,
-                        spec.index,
-                        spec.attempt,
-                        "ok",
-                        outcome.started or result.started,
-                        outcome.finished or result.finished,
-                        outcome.pid or result.pid,
-                        max(0, result.output.rows),
-                        result.output.nbytes,
-                        memory_limit=spec.memory_limit,
-                    )
-                )
-                bar.update(1)
-                if ordered_stream:
-                    while next_to_yield < ntasks and results[next_to_yield] is not None:
-                        yield results[next_to_yield]
-                        next_to_yield += 1
-                if stage.limit_rows is not None and self._enough_rows(results, stage.limit_rows):
-                    queue.clear()
-                    held.clear()
-                    break
+                for consumer in run.consumers:
+                    self._feed(consumer, result.index, result, queue)
+                if run is final:
+                    yield from final.ready_in_order()
+                limit = run.stage.limit_rows
+                if limit is not None and self._enough_rows(run.results, limit):
+                    run.drop_waiting(queue)
+                    if not queue and all(r.handed == 0 for r in runs if r is not run):
+                        break
         finally:
             close = getattr(outcomes, "close", None)
             if close is not None:
                 close()
-            bar.close()
-        done = [r for r in results if r is not None]
-        self.reports.append(
-            StageReport(
-                stage.id,
-                ntasks,
-                inline,
-                sum(max(0, r.output.rows) for r in done),
-                sum(r.output.nbytes for r in done),
-                time.time() - started,
-                retries,
-                reused=len(reused),
-                started=started,
-                finished=time.time(),
-            )
-        )
+            for run in runs:
+                run.bar.close()
+        for run in runs:
+            self.reports.append(run.report())
+            self.results[run.stage.id] = run.done()
         if time.time() - self.started >= REPORT_EVERY_S:  # a long job: report its progress
             self._write_report()
-        if not ordered_stream:
-            yield from done
+
+    def _settle(
+        self, run: StageRun, outcome, queue: deque[TaskSpec], max_retry: int
+    ) -> TaskResult | None:
+        """Record an outcome of a task of ``run``: its result, or a retry handed back to the
+        engine (the job ends with the task's error when it cannot be retried)."""
+        stage = run.stage
+        spec: TaskSpec = outcome.key
+        self._running_stage = stage.id
+        if outcome.failure is not None:
+            failure = outcome.failure
+            record = TaskRecord(
+                stage.id,
+                spec.index,
+                spec.attempt,
+                "failed",
+                outcome.started,
+                outcome.finished,
+                outcome.pid,
+                error=f"{failure.kind}: {failure.message}",
+                memory_limit=spec.memory_limit,
+            )
+            self.records.append(record)
+            retry = self._retry(stage, spec, failure, run.inline, run.system_failures, max_retry)
+            if retry is None:
+                raise task_error(failure, spec, stage, self.job_id, self.config.memory_limit)
+            record.retried = True
+            run.retries += 1
+            self._discard_attempt(spec)
+            queue.append(retry)  # in the place of the failed attempt
+            return None
+        result: TaskResult = outcome.result
+        run.results[spec.index] = result
+        run.task_ended(queue)
+        if self.fingerprint is not None:  # a resumable job: record its progress
+            self.checkpoints.save_done(result)
+        self.records.append(
+            TaskRecord(
+                stage.id,
+                spec.index,
+                spec.attempt,
+                "ok",
+                outcome.started or result.started,
+                outcome.finished or result.finished,
+                outcome.pid or result.pid,
+                max(0, result.output.rows),
+                result.output.nbytes,
+                memory_limit=spec.memory_limit,
+            )
+        )
+        run.bar.update(1)
+        return result
 
     def _retry(
         self,
@@ -557,4 +601,4 @@ def _concurrency_cap(stage: Stage) -> int | None:
 
 
 def _demand(spec: TaskSpec) -> Demand:
-    return Demand(spec.executor_slots, spec.gpus)
+    return Demand(spec.executor_slots, spec.gpus, spec.memory_request)

@@ -86,10 +86,12 @@ class Outcome:
 
 @dataclass
 class Demand:
-    """What one task occupies while it runs: executor slots and a share of GPUs."""
+    """What one task occupies while it runs: executor slots, a share of GPUs, and the
+    memory it reserves with a cluster scheduler (bytes; 0: none asked for)."""
 
     slots: int = 1
     gpus: float = 0.0
+    memory: int = 0
 
 
 _EPS = 1e-6
@@ -158,7 +160,8 @@ class WorkerPool:
         """Run the tasks taken from ``queue`` (``encode(key)`` is what a worker receives),
         yielding outcomes as they finish; the caller may append to ``queue`` (retries) while
         iterating. A task starts when a worker is idle and its :class:`Demand` fits in what
-        the running tasks leave free (``size`` slots, the GPUs); tasks start in queue order.
+        the running tasks leave free (``size`` slots, the GPUs): the first in queue order
+        that fits, so CPU tasks behind a GPU task that waits for a device still start.
         A task whose worker died yields a ``system`` failure. Closing the iterator early
         stops the workers still busy (they are replaced)."""
         self.start()
@@ -167,16 +170,10 @@ class WorkerPool:
         try:
             while True:
                 for worker in [w for w in self._workers if w.job is None]:
-                    if not queue:
+                    picked = self._first_fit(queue, demand, free_slots, free_gpus)
+                    if picked is None:
                         break
-                    need = demand(queue[0]) if demand is not None else Demand()
-                    slots = max(1, min(need.slots, self.size))
-                    if slots > free_slots:
-                        break
-                    gpus = _take_gpus(free_gpus, min(need.gpus, float(len(self.gpus))))
-                    if gpus is None:
-                        break
-                    key = queue.popleft()
+                    key, slots, gpus = picked
                     env = {}
                     if gpus:
                         env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus[i] for i, _ in gpus)
@@ -235,6 +232,26 @@ class WorkerPool:
             for worker in list(self._workers):
                 if worker.job is not None:
                     self._replace(worker, kill=True)
+
+    def _first_fit(
+        self,
+        queue: deque,
+        demand: Callable[[object], Demand] | None,
+        free_slots: int,
+        free_gpus: list[float],
+    ) -> tuple[object, int, list[tuple[int, float]]] | None:
+        """Take the first task of ``queue`` whose demand fits now: (task, slots, GPUs)."""
+        for position, key in enumerate(queue):
+            need = demand(key) if demand is not None else Demand()
+            slots = max(1, min(need.slots, self.size))
+            if slots > free_slots:
+                continue
+            gpus = _take_gpus(free_gpus, min(need.gpus, float(len(self.gpus))))
+            if gpus is None:
+                continue
+            del queue[position]
+            return key, slots, gpus
+        return None
 
     def _died(self, worker: _Worker) -> Outcome:
         key, started, pid = worker.job, worker.started, worker.process.pid

@@ -14,10 +14,12 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import cloudpickle
 import duckdb
 
+from millpond.config import describe_size
 from millpond.execution.engine import Engine, LocalEngine
 from millpond.execution.pool import Demand, Outcome
 from millpond.execution.task import TaskSpec
@@ -67,8 +69,9 @@ def _pool_op(spec: TaskSpec):
 
 
 class _ActorPool:
-    """The actors of one stage: ``low`` started at once, more on demand up to ``high``; an
-    actor that dies is dropped (a new one takes its place when a task needs one)."""
+    """The actors of one stage, started as its tasks need them (up to ``high``, and only
+    while the cluster has room: see :meth:`RayEngine._room_for_actor`); an actor that dies
+    is dropped, and a new one takes its place when a task needs one."""
 
     def __init__(self, engine: RayEngine, bounds: tuple[int, int], need: Demand) -> None:
         self.engine = engine
@@ -89,25 +92,25 @@ class _ActorPool:
             )
             high = max(1, fits)
         self.low, self.high = min(low, high), high
-        options: dict[str, object] = {"num_cpus": max(1, need.slots), "max_restarts": 0}
-        if need.gpus > 0:
-            options["num_gpus"] = need.gpus
+        self.cpus, self.gpus = max(1, need.slots), need.gpus
+        options: dict[str, object] = {"num_cpus": self.cpus, "max_restarts": 0}
+        options.update(engine._gpu_and_memory(need))
         self._factory = engine._actor.options(**options)
         self.actors: list[object] = []
         self.idle: list[object] = []
-        for _ in range(self.low):
-            self._add()
 
-    def _add(self) -> object:
+    @property
+    def can_grow(self) -> bool:
+        return len(self.actors) < self.high
+
+    def grow(self) -> object:
+        """A new actor, handed out at once."""
         actor = self._factory.remote()
         self.actors.append(actor)
-        self.idle.append(actor)
         return actor
 
     def take(self) -> object | None:
-        """An idle actor (a new one while the pool is below its size), or None."""
-        if not self.idle and len(self.actors) < self.high:
-            self._add()
+        """An idle actor, or None."""
         return self.idle.pop() if self.idle else None
 
     def give_back(self, actor: object) -> None:
@@ -116,13 +119,28 @@ class _ActorPool:
     def drop(self, actor: object) -> None:
         if actor in self.actors:
             self.actors.remove(actor)
+        if actor in self.idle:
+            self.idle.remove(actor)
         with contextlib.suppress(Exception):
             self.engine.ray.kill(actor)
+
+    def drop_idle(self) -> None:
+        for actor in list(self.idle):
+            self.drop(actor)
 
     def close(self) -> None:
         for actor in list(self.actors):
             self.drop(actor)
-        self.idle.clear()
+
+
+@dataclass
+class _Flight:
+    """A task handed to Ray: what it runs, since when, in which actor, holding what."""
+
+    spec: TaskSpec
+    submitted: float
+    need: Demand
+    actor: object | None = None
 
 
 def _sees_file(path: str) -> bool:
@@ -179,6 +197,10 @@ class RayEngine(Engine):
             self._cpus = max(1, int(resources.get("CPU", num_executors)))
             self._gpus = [str(i) for i in range(int(resources.get("GPU", 0)))]
             self._nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+            # the most memory one task can reserve: the largest node's (0: unknown)
+            self._node_memory = int(
+                max((n.get("Resources", {}).get("memory", 0) for n in self._nodes), default=0)
+            )
             if data_root is not None:
                 self._check_data_root(data_root)
         except BaseException:
@@ -266,48 +288,30 @@ class RayEngine(Engine):
         inline: bool,
         demand: Callable[[TaskSpec], Demand] | None = None,
     ) -> Iterator[Outcome]:
+        """Tasks start on Ray while the cluster has room for them (counting what the
+        stages' actors hold), the first in queue order that fits: stages run side by side
+        (pipelined) without one taking every CPU the other needs."""
         if inline:
             yield from self._inline.run(queue, inline=True)
             return
         ray = self.ray
-        pending: dict[object, tuple[TaskSpec, float, object | None]] = {}
-        pool: _ActorPool | None = None
+        pending: dict[object, _Flight] = {}
+        pools: dict[int, _ActorPool] = {}
         try:
             while queue or pending:
-                while queue:
-                    spec = queue[0]
-                    need = demand(spec) if demand is not None else Demand()
-                    op = _pool_op(spec)
-                    actor = None
-                    payload = cloudpickle.dumps(spec)
-                    if op is not None:  # a callable class with concurrency: the stage's actors
-                        if pool is None:
-                            pool = _ActorPool(self, op.concurrency, need)
-                        actor = pool.take()
-                        if actor is None:
-                            break  # every actor is busy: the task waits for one
-                        ref = actor.run.remote(payload)
-                    else:
-                        options: dict[str, object] = {
-                            "num_cpus": max(1, need.slots),
-                            "max_retries": 0,  # the job retries, and knows the attempt
-                        }
-                        if need.gpus > 0:
-                            options["num_gpus"] = need.gpus
-                        ref = self._remote.options(**options).remote(payload)
-                    queue.popleft()
-                    pending[ref] = (spec, time.time(), actor)
+                self._start_tasks(queue, pending, pools, demand)
                 if not pending:
-                    break
+                    break  # unreachable: with nothing in flight the first task always starts
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
-                    spec, submitted, actor = pending.pop(ref)
-                    outcome = self._outcome(ref, spec, submitted)
-                    if actor is not None and pool is not None:
+                    flight = pending.pop(ref)
+                    outcome = self._outcome(ref, flight.spec, flight.submitted)
+                    if flight.actor is not None:
+                        pool = pools[flight.spec.stage_id]
                         if outcome.failure is not None and outcome.pid is None:
-                            pool.drop(actor)  # the actor died: a new one replaces it
+                            pool.drop(flight.actor)  # the actor died: a new one replaces it
                         else:
-                            pool.give_back(actor)
+                            pool.give_back(flight.actor)
                     yield outcome
         finally:
             for ref in pending:  # an early stop (a limit reached, a failure)
@@ -315,8 +319,124 @@ class RayEngine(Engine):
                     ray.cancel(ref, force=True)
                 except Exception:  # noqa: BLE001 - best effort
                     log.debug("could not cancel a Ray task", exc_info=True)
-            if pool is not None:
+            for pool in pools.values():
                 pool.close()
+
+    def _start_tasks(
+        self,
+        queue: deque[TaskSpec],
+        pending: dict[object, _Flight],
+        pools: dict[int, _ActorPool],
+        demand: Callable[[TaskSpec], Demand] | None,
+    ) -> None:
+        """Hand Ray every queued task that fits now. With nothing in flight the first one
+        starts whatever it asks (idle actors make room for it): the job never stalls."""
+        position = 0
+        while position < len(queue):
+            spec = queue[position]
+            need = demand(spec) if demand is not None else Demand()
+            flight = self._start(spec, need, queue, pending, pools, force=False)
+            if flight is None:
+                position += 1
+                continue
+            del queue[position]
+        if queue and not pending:
+            for pool in pools.values():
+                pool.drop_idle()
+            spec = queue[0]
+            need = demand(spec) if demand is not None else Demand()
+            self._start(spec, need, queue, pending, pools, force=True)
+            queue.popleft()
+
+    def _start(
+        self,
+        spec: TaskSpec,
+        need: Demand,
+        queue: deque[TaskSpec],
+        pending: dict[object, _Flight],
+        pools: dict[int, _ActorPool],
+        force: bool,
+    ) -> _Flight | None:
+        """Start ``spec`` on Ray if it fits (always with ``force``); None when it must wait."""
+        op = _pool_op(spec)
+        if op is not None:  # a callable class with concurrency: the stage's actors
+            pool = pools.get(spec.stage_id)
+            if pool is None:
+                pool = pools[spec.stage_id] = _ActorPool(self, op.concurrency, need)
+            actor = pool.take()
+            if actor is None and pool.can_grow:
+                if force or self._room_for_actor(pool, spec, queue, pending, pools):
+                    actor = pool.grow()
+            if actor is None:
+                return None  # every actor of the stage is busy: the task waits for one
+            while len(pool.actors) < pool.low and pool.can_grow:  # (min, max): min at once
+                if not self._room_for_actor(pool, spec, queue, pending, pools):
+                    break
+                pool.give_back(pool.grow())
+            ref = actor.run.remote(cloudpickle.dumps(spec))
+        else:
+            if not force and not self._room_for_task(need, pending, pools):
+                return None
+            options: dict[str, object] = {
+                "num_cpus": max(1, need.slots),
+                "max_retries": 0,  # the job retries, and knows the attempt
+            }
+            options.update(self._gpu_and_memory(need))
+            ref = self._remote.options(**options).remote(cloudpickle.dumps(spec))
+            actor = None
+        flight = pending[ref] = _Flight(spec, time.time(), need, actor)
+        return flight
+
+    def _gpu_and_memory(self, need: Demand) -> dict[str, object]:
+        """Ray options for a task's GPUs and memory. Memory is reserved only when the stage
+        asked for it (a ``memory_limit``, or a retry after running out): reserving the
+        default share for every task would only lower concurrency. A request larger than
+        any node holds is cut to the largest node (Ray would never place it)."""
+        options: dict[str, object] = {}
+        if need.gpus > 0:
+            options["num_gpus"] = need.gpus
+        if need.memory > 0:
+            memory = need.memory
+            if self._node_memory and memory > self._node_memory:
+                log.warning(
+                    "a task asks Ray for %s of memory, more than any node has; it reserves %s",
+                    describe_size(memory),
+                    describe_size(self._node_memory),
+                )
+                memory = self._node_memory
+            options["memory"] = int(memory)
+        return options
+
+    def _in_use(
+        self, pending: dict[object, _Flight], pools: dict[int, _ActorPool]
+    ) -> tuple[float, float, float]:
+        """CPUs and GPUs held now: by every actor, busy or idle, and by tasks in flight;
+        and the CPUs of the actors alone."""
+        actor_cpus = sum(p.cpus * len(p.actors) for p in pools.values())
+        actor_gpus = sum(p.gpus * len(p.actors) for p in pools.values())
+        tasks = [f.need for f in pending.values() if f.actor is None]
+        cpus = actor_cpus + sum(max(1, n.slots) for n in tasks)
+        gpus = actor_gpus + sum(n.gpus for n in tasks)
+        return cpus, gpus, actor_cpus
+
+    def _room_for_task(self, need: Demand, pending, pools) -> bool:
+        cpus, gpus, _ = self._in_use(pending, pools)
+        if cpus + max(1, need.slots) > self._cpus:
+            return False
+        return need.gpus <= 0 or gpus + need.gpus <= len(self._gpus) + 1e-6
+
+    def _room_for_actor(self, pool: _ActorPool, spec: TaskSpec, queue, pending, pools) -> bool:
+        """A new actor fits beside what runs, and leaves a CPU to the other stages while
+        they have work (else a pool could hold every CPU while its input waits on them)."""
+        cpus, gpus, actor_cpus = self._in_use(pending, pools)
+        if cpus + pool.cpus > self._cpus:
+            return False
+        if pool.gpus > 0 and gpus + pool.gpus > len(self._gpus) + 1e-6:
+            return False
+        others_busy = any(s.stage_id != spec.stage_id for s in queue) or any(
+            f.spec.stage_id != spec.stage_id for f in pending.values()
+        )
+        return not others_busy or actor_cpus + pool.cpus <= self._cpus - 1
 
     def _outcome(self, ref: object, spec: TaskSpec, submitted: float) -> Outcome:
         try:

@@ -45,6 +45,9 @@ class TaskSpec:
     sink_step: Step = field(default_factory=lambda: Step("output"))
     executor_slots: int = 1  # executor slots it occupies while it runs (cpu, memory)
     gpus: float = 0.0  # GPUs it occupies (a fraction shares a device)
+    #: bytes reserved with a cluster's scheduler (Ray's ``memory``): the stage's own
+    #: memory_limit, or a retry's larger budget; 0 for the session's default share
+    memory_request: int = 0
 
     @property
     def name(self) -> str:

@@ -46,18 +46,23 @@ class StageSlot:
     producer task; ``coalesce`` lets adjacent small buckets share a task), ``gather`` (all
     into one), ``regroup`` (the producer's pieces spread over ``n`` partitions), ``rows``
     (rows split evenly over ``n``), ``concat`` (partitions of several producers in order).
+    A ``pipelined`` one-to-one slot lets task i start as soon as the producer's task i
+    has ended, while the producer's other tasks still run (a GPU or actor-pool stage fed
+    by CPU work).
     """
 
     kind: str
     stages: list[int]
     n: int | None = None
     coalesce: bool = False
+    pipelined: bool = False
 
     def describe(self) -> str:
         src = ", ".join(f"stage {s}" for s in self.stages)
         extra = f" into {self.n}" if self.n else ""
         coalesce = " (adaptive)" if self.coalesce else ""
-        return f"{self.kind} from {src}{extra}{coalesce}"
+        pipelined = " (pipelined)" if self.pipelined else ""
+        return f"{self.kind} from {src}{extra}{coalesce}{pipelined}"
 
 
 Slot = SourceSlot | StageSlot
@@ -100,6 +105,21 @@ class PhysicalPlan:
     def outputs(self) -> list[Stage]:
         """The final stage of each root, in the order the roots were given."""
         return sorted((s for s in self.stages if s.sink_kind == "final"), key=lambda s: s.output)
+
+    def pipelined_consumers(self, stage_id: int) -> list[Stage]:
+        """Stages whose only exchange is a pipelined one-to-one slot from ``stage_id``: they
+        can run task by task beside it."""
+        found = []
+        for s in self.stages:
+            exchanges = [sl for sl in s.slots if isinstance(sl, StageSlot)]
+            if (
+                len(exchanges) == 1
+                and exchanges[0].pipelined
+                and exchanges[0].stages == [stage_id]
+                and all(sl.broadcast for sl in s.slots if isinstance(sl, SourceSlot))
+            ):
+                found.append(s)
+        return found
 
     def consumers(self, stage_id: int) -> list[Stage]:
         return [

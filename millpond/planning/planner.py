@@ -151,8 +151,25 @@ class Planner:
 
     def _narrow(self, node: L.Narrow) -> Fragment:
         fragment = self.fragment(node.inputs[0])
+        if fragment.ops and _runs_apart(node.op, resources=node.resources) != _runs_apart(
+            *fragment.ops, resources=fragment.resources
+        ):
+            fragment = self.pipeline(fragment)
         fragment.ops.append(node.op)
         return fragment
+
+    def pipeline(self, fragment: Fragment) -> Fragment:
+        """End ``fragment``'s stage where the next step runs elsewhere (on GPUs, in an actor
+        pool): the next stage takes the output task by task, pipelined."""
+        outer, self._exchange_resources = self._exchange_resources, None
+        try:
+            stage_id = self.close(fragment, "materialize")
+        finally:
+            self._exchange_resources = outer
+        return Fragment(
+            [StageSlot("one_to_one", [stage_id], pipelined=True)],
+            partitions=fragment.partitions,
+        )
 
     def _partialsql(self, node: L.PartialSql) -> Fragment:
         fragment = self.fragment(node.inputs[0])
@@ -318,6 +335,15 @@ class Planner:
         out = self.exchange(fragment, "gather", limit_rows=node.n)
         out.ops.append(LimitOp(node.n, node.step))
         return out
+
+
+def _runs_apart(*ops: Op, resources: L.Resources | None) -> bool:
+    """Whether steps must run where other work does not: on GPUs, or in a pool of actors
+    (``map_batches(concurrency=)``). Such steps get a stage of their own, so the CPU work
+    around them runs on every core meanwhile instead of inside the scarce pool."""
+    return bool(resources is not None and resources.gpu > 0) or any(
+        getattr(op, "concurrency", None) for op in ops
+    )
 
 
 def _source_columns(slot: SourceSlot) -> list[str] | None:

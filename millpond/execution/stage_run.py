@@ -1,0 +1,106 @@
+"""One stage while it runs: which of its tasks are done, which wait, and what the job will
+report of it. A job runs a stage alone, or beside the stages that take its output task by
+task (pipelined: a GPU or actor-pool stage fed by CPU work), all through one engine."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from millpond.execution.report import StageReport
+from millpond.execution.task import TaskResult, TaskSpec
+from millpond.operators.data import PartitionInput
+from millpond.planning.physical import Stage
+
+
+@dataclass
+class StageRun:
+    """The state of ``stage`` while it runs.
+
+    ``inputs`` holds each task's input partitions; a pipelined stage's are filled in task
+    by task as its producer's tasks end. ``cap`` (``map_batches(concurrency=)``) bounds the
+    tasks handed to the engine at once; the others wait in ``held``."""
+
+    stage: Stage
+    inputs: list[list[PartitionInput] | None]
+    inline: bool
+    label: str
+    cap: int | None = None
+    reused: dict[int, TaskResult] = field(default_factory=dict)
+    producer: StageRun | None = None
+    consumers: list[StageRun] = field(default_factory=list)
+    results: list[TaskResult | None] = field(default_factory=list)
+    held: deque[TaskSpec] = field(default_factory=deque)
+    handed: int = 0  # tasks with the engine (running or waiting there)
+    system_failures: dict[int, int] = field(default_factory=dict)
+    retries: int = 0
+    streamed: int = 0  # final results yielded so far, in partition order
+    started: float = field(default_factory=time.time)
+    bar: object = None
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.inputs)
+        for index, result in self.reused.items():
+            self.results[index] = result
+
+    @property
+    def ntasks(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def todo(self) -> list[int]:
+        """The tasks this run has to run (not reused from a previous run)."""
+        return [i for i in range(self.ntasks) if i not in self.reused]
+
+    def hand(self, spec: TaskSpec, queue: deque[TaskSpec], first: bool = False) -> None:
+        """Give ``spec`` to the engine, or hold it while the stage is at its cap. ``first``
+        puts it ahead of the queue: work downstream goes first, so data flows through the
+        pipeline instead of piling up between stages."""
+        if self.cap is not None and self.handed >= self.cap:
+            self.held.append(spec)
+            return
+        self.handed += 1
+        if first:
+            queue.appendleft(spec)
+        else:
+            queue.append(spec)
+
+    def task_ended(self, queue: deque[TaskSpec]) -> None:
+        """A task of the stage left the engine for good: a held one takes its place."""
+        self.handed -= 1
+        if self.held:
+            self.hand(self.held.popleft(), queue)
+
+    def drop_waiting(self, queue: deque[TaskSpec]) -> None:
+        """Forget the tasks of this stage that have not started (a limit is reached)."""
+        self.held.clear()
+        for spec in [s for s in queue if s.stage_id == self.stage.id]:
+            queue.remove(spec)
+
+    def ready_in_order(self) -> list[TaskResult]:
+        """Results not yet streamed that follow, in partition order, those that were."""
+        out = []
+        while self.streamed < self.ntasks and self.results[self.streamed] is not None:
+            out.append(self.results[self.streamed])
+            self.streamed += 1
+        return out
+
+    def report(self) -> StageReport:
+        done = self.done()
+        finished = time.time()
+        return StageReport(
+            self.stage.id,
+            self.ntasks,
+            self.inline,
+            sum(max(0, r.output.rows) for r in done),
+            sum(r.output.nbytes for r in done),
+            finished - self.started,
+            self.retries,
+            reused=len(self.reused),
+            started=self.started,
+            finished=finished,
+        )
+
+    def done(self) -> list[TaskResult]:
+        return [r for r in self.results if r is not None]
