@@ -472,9 +472,41 @@ def bench_write(cfg: Config) -> list[Row]:
     return [c.row for c in contenders if c.row is not None]
 
 
+# --------------------------------------------------------------------------- Ray handoff
+
+
+def bench_handoff(cfg: Config) -> list[Row]:
+    """Data between two Ray tasks: a Parquet file vs Ray's object store (why the Ray engine
+    hands a pipelined stage's output to the next stage through the object store)."""
+    if "ray" not in cfg.engines:
+        cfg.log("handoff: skipped (the Ray engine is not selected)")
+        return []
+    rows = 200_000 if cfg.quick else 1_000_000
+    base = {"partitions": 8, "rows": rows, "num_executors": cfg.num_executors}
+    base["tmp"] = str(cfg.data_dir)
+
+    def task(via: str) -> Callable[[int], ProcResult]:
+        return lambda i: run_task("handoff.ray", {**base, "via": via}, cfg.timeout)
+
+    files = Contender("Parquet file (lz4_raw) per partition", task("files"), True)
+    objects = Contender("Ray object store", task("objects"), True)
+    cfg.log(f"handoff: 8 partitions of {rows:,} rows from one Ray task to the next")
+    _measure(cfg, "ray handoff", [files, objects], cfg.repeat)
+    assert files.row and objects.row
+    if _ok(files) and _ok(objects):
+        files.row.set_reference("x files")
+        _set_ratio_vs(objects.row, files.row, "x faster than files", speedup=True)
+        size = files.runs[0].result["partition_bytes"] / MB
+        files.row.notes.append(f"{size:.0f} MB per partition in Arrow")
+        if files.runs[0].result["checksum"] != objects.runs[0].result["checksum"]:
+            objects.row.status = "MISMATCH: checksums differ"
+    return [files.row, objects.row]
+
+
 BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "groupby": bench_groupby,
     "udf": bench_udf,
     "tiny": bench_tiny,
     "write": bench_write,
+    "handoff": bench_handoff,
 }

@@ -14,6 +14,7 @@ pickled by reference and imported cheaply in millpond worker processes.
 from __future__ import annotations
 
 import re
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -314,6 +315,75 @@ def write_millpond(params: Params) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- Ray handoff
+
+
+def _handoff_table(rows: int, seed: int) -> pa.Table:
+    """A partition as a CPU stage hands it on: ids, floats, short strings."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = pa.array([f"token-{i:04d}-{'x' * (i % 17)}" for i in range(1000)])
+    return pa.table(
+        {
+            "id": np.arange(rows, dtype=np.int64),
+            "v": rng.random(rows),
+            "s": words.take(pa.array(rng.integers(0, 1000, rows))),
+        }
+    )
+
+
+def handoff_ray(params: Params) -> dict[str, Any]:
+    """Partitions made by one Ray task and read by the next: through a Parquet file
+    (lz4_raw, millpond's intermediate format) or through Ray's object store. Producer and
+    consumer pairs are chained by Ray (the consumer waits on the producer's reference);
+    timed from the first submission to the last result, Ray already started."""
+    import os
+    import tempfile
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import ray
+
+    via, parts, rows = params["via"], params["partitions"], params["rows"]
+    ray.init(num_cpus=params.get("num_executors") or os.cpu_count(), include_dashboard=False)
+    directory = tempfile.mkdtemp(dir=params.get("tmp"))
+
+    @ray.remote
+    def produce_file(seed: int) -> tuple[str, int]:
+        table = _handoff_table(rows, seed)
+        path = os.path.join(directory, f"part-{seed}.parquet")
+        pq.write_table(table, path, compression="lz4_raw")
+        return path, table.nbytes
+
+    @ray.remote
+    def consume_file(made: tuple[str, int]) -> float:
+        return pc.sum(pq.read_table(made[0])["v"]).as_py()
+
+    @ray.remote
+    def produce_object(seed: int) -> pa.Table:
+        return _handoff_table(rows, seed)
+
+    @ray.remote
+    def consume_object(table: pa.Table) -> float:
+        return pc.sum(table["v"]).as_py()
+
+    try:
+        # warm the workers (their imports are not what is measured)
+        ray.get([consume_object.remote(produce_object.remote(0)) for _ in range(2)])
+        t0 = time.perf_counter()
+        if via == "files":
+            sums = ray.get([consume_file.remote(produce_file.remote(i)) for i in range(parts)])
+        else:
+            sums = ray.get([consume_object.remote(produce_object.remote(i)) for i in range(parts)])
+        elapsed = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+        shutil.rmtree(directory, ignore_errors=True)
+    nbytes = _handoff_table(rows, 0).nbytes
+    return {"time_s": elapsed, "checksum": round(sum(sums), 3), "partition_bytes": nbytes}
+
+
 TASKS: dict[str, Task] = {
     "groupby.duckdb": groupby_duckdb,
     "groupby.polars": groupby_polars,
@@ -325,4 +395,5 @@ TASKS: dict[str, Task] = {
     "write.duckdb": write_duckdb,
     "write.polars": write_polars,
     "write.millpond": write_millpond,
+    "handoff.ray": handoff_ray,
 }

@@ -28,6 +28,7 @@ from millpond.logical.node import (
     LogicalPlan,
     SqlEngineNode,
 )
+from millpond.operators.data import FilePartition, ObjectPartition
 
 pytest.importorskip("ray")
 
@@ -349,6 +350,7 @@ GPU_SCRIPT = """
 import json, os, sys, time
 import pyarrow as pa
 from millpond.errors import PlanError
+from millpond.operators.data import FilePartition, ObjectPartition
 from millpond.execution.driver import Driver
 from millpond.logical.dataset import ArrowTableDataSet
 from millpond.logical.node import (ArrowComputeNode, Context, DataSourceNode,
@@ -635,5 +637,34 @@ def test_cpu_stage_keeps_running_while_the_gpu_stage_works(sessions, dataset, en
     stages = {r.stage_id: r for r in sp.last_job.reports}
     cpu_stage, gpu_stage = sorted(stages)[-2:]
     assert stages[gpu_stage].started < stages[cpu_stage].finished
+    # on Ray the prepared partitions went to the model through Ray's object store (no
+    # file); on the embedded engine through Parquet files under the job directory
+    handed = {type(r.output.partition) for r in sp.last_job.results[cpu_stage]}
+    assert handed == ({ObjectPartition} if engine == "ray" else {FilePartition})
     if engine == "ray":
         assert {r["dev"] for r in rows} <= {"0", "1"}
+
+
+def test_gpu_stage_between_cpu_stages_on_ray(sessions, dataset, tmp_path):
+    """CPU → model in an actor pool → CPU, all pipelined: the same rows as the embedded
+    engine; the CPU output goes through the object store, the actors' through files (an
+    actor's output could not be rebuilt if the actor died)."""
+    outputs = {}
+    for engine in ("local", "ray"):
+        sp = sessions[engine]
+        df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(4, by_rows=True)
+        out = (
+            df.map_batches(add_total)
+            .map_batches(Tagger, concurrency=(1, 2), num_gpus=1)
+            .filter("total % 3 = 0")
+            .select("id", "total", "tagged")
+        )
+        assert out.explain().count("(pipelined)") == 2
+        outputs[engine] = _rows(out.to_arrow())
+        if engine == "ray":
+            results = sp.last_job.results
+            stages = sorted(results)
+            kinds = [{type(r.output.partition) for r in results[s]} for s in stages[-3:-1]]
+            assert kinds == [{ObjectPartition}, {FilePartition}]
+    assert len(outputs["ray"]) > 0
+    pd.testing.assert_frame_equal(outputs["ray"], outputs["local"])

@@ -31,6 +31,9 @@ class Engine(ABC):
     #: whether large SQL-only stages run in the driver on every core (one machine: DuckDB
     #: parallelizes them best) rather than as tasks (a cluster: spread over its nodes)
     runs_sql_stages_inline: bool = True
+    #: whether a task's in-memory output can stay where the task ran (Ray's object store)
+    #: and go straight to the task that reads it, instead of through a file
+    keeps_outputs: bool = False
     #: a web page showing the cluster (the job report links to it), when there is one
     dashboard_url: str | None = None
 

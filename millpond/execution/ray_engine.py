@@ -7,6 +7,7 @@ node must therefore see."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -23,8 +24,10 @@ from millpond.config import describe_size
 from millpond.execution.engine import Engine, LocalEngine
 from millpond.execution.pool import Demand, Outcome
 from millpond.execution.task import TaskSpec
-from millpond.execution.worker import Failure, execute
+from millpond.execution.worker import Failure, execute, run_payload
 from millpond.io.filesystem import is_local
+from millpond.operators.data import DataInput, ObjectPartition, TablePartition
+from millpond.operators.sinks import MaterializeSink
 
 log = logging.getLogger("millpond.ray")
 
@@ -39,25 +42,72 @@ _connected_here = False
 _con: duckdb.DuckDBPyConnection | None = None
 
 
-def _run_on_ray(payload: bytes) -> tuple[int, float, float, bytes]:
-    """The body of every Ray task: a pickled TaskSpec in, a pickled outcome out."""
+def _run_on_ray(payload: bytes, *objects) -> tuple[int, float, float, bytes]:
+    """The body of every Ray task: a pickled TaskSpec in (and the Arrow tables of its
+    object-store inputs, which Ray resolves), a pickled outcome out."""
     global _con
     started = time.time()
     if _con is None:
         _con = duckdb.connect()
-    result = execute(payload, _con)
+    result = execute(payload, _con, objects)
     return os.getpid(), started, time.time(), result
+
+
+def _run_keeping_output(payload: bytes, *objects) -> tuple[tuple, object]:
+    """Like :func:`_run_on_ray` for a task whose output stays in Ray's object store: two
+    returns, the outcome (small, for the driver) and the output table (for the next task,
+    which Ray hands it without the driver touching it)."""
+    global _con
+    started = time.time()
+    if _con is None:
+        _con = duckdb.connect()
+    status, value = run_payload(payload, _con, objects)
+    table = None
+    if status == "ok" and isinstance(value.output.partition, TablePartition):
+        table = value.output.partition.table
+        value.output.partition = ObjectPartition(None, table.num_rows, table.nbytes)
+    outcome = (os.getpid(), started, time.time(), cloudpickle.dumps((status, value)))
+    return outcome, table
 
 
 class _PoolActor:
     """An actor of a stage's pool: runs task after task of that stage in one process, so
     the callable class of its ``map_batches`` is constructed once per actor."""
 
-    def run(self, payload: bytes) -> tuple[int, float, float, bytes]:
-        return _run_on_ray(payload)
+    def run(self, payload: bytes, *objects) -> tuple[int, float, float, bytes]:
+        return _run_on_ray(payload, *objects)
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _ship(spec: TaskSpec) -> tuple[TaskSpec, list[object]]:
+    """``spec`` as it travels: its object-store pieces become argument numbers, and the
+    references go beside it as arguments of the Ray call (Ray moves the data)."""
+    refs: list[object] = []
+    slots = []
+    for slot in spec.slots:
+        if isinstance(slot, DataInput) and any(isinstance(p, ObjectPartition) for p in slot.pieces):
+            pieces = []
+            for piece in slot.pieces:
+                if isinstance(piece, ObjectPartition):
+                    if piece.ref is None:
+                        raise RuntimeError(f"{spec.name}: its input left the object store")
+                    pieces.append(ObjectPartition(None, piece.rows, piece.nbytes, len(refs)))
+                    refs.append(piece.ref)
+                else:
+                    pieces.append(piece)
+            slot = dataclasses.replace(slot, pieces=pieces)
+        slots.append(slot)
+    if not refs:
+        return spec, refs
+    return dataclasses.replace(spec, slots=slots), refs
+
+
+def _keeps_output(spec: TaskSpec) -> bool:
+    """Whether the task's output stays in Ray's object store: the job asked for it in
+    memory (a sink without a path) while the task runs on the cluster."""
+    return isinstance(spec.sink, MaterializeSink) and spec.sink.path is None
 
 
 def _pool_op(spec: TaskSpec):
@@ -141,6 +191,7 @@ class _Flight:
     submitted: float
     need: Demand
     actor: object | None = None
+    data: object | None = None  # the output's reference, when it stays in the object store
 
 
 def _sees_file(path: str) -> bool:
@@ -180,6 +231,7 @@ class RayEngine(Engine):
     ``ray://host:port``); None starts a local Ray with ``num_executors`` CPUs."""
 
     name = "ray"
+    keeps_outputs = True  # in-memory outputs stay in Ray's object store
     runs_gpu_stages_inline = False  # Ray places them on nodes with GPUs
     runs_sql_stages_inline = False  # large SQL stages spread over the cluster's nodes
 
@@ -207,6 +259,7 @@ class RayEngine(Engine):
             self.shutdown()
             raise
         self._remote = self.ray.remote(_run_on_ray)
+        self._keeping = self.ray.remote(_run_keeping_output)
         self._actor = self.ray.remote(_PoolActor)
 
     # -- connection ------------------------------------------------------------
@@ -305,7 +358,7 @@ class RayEngine(Engine):
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
                     flight = pending.pop(ref)
-                    outcome = self._outcome(ref, flight.spec, flight.submitted)
+                    outcome = self._outcome(ref, flight.spec, flight.submitted, flight.data)
                     if flight.actor is not None:
                         pool = pools[flight.spec.stage_id]
                         if outcome.failure is not None and outcome.pid is None:
@@ -359,6 +412,7 @@ class RayEngine(Engine):
     ) -> _Flight | None:
         """Start ``spec`` on Ray if it fits (always with ``force``); None when it must wait."""
         op = _pool_op(spec)
+        data = None
         if op is not None:  # a callable class with concurrency: the stage's actors
             pool = pools.get(spec.stage_id)
             if pool is None:
@@ -373,7 +427,8 @@ class RayEngine(Engine):
                 if not self._room_for_actor(pool, spec, queue, pending, pools):
                     break
                 pool.give_back(pool.grow())
-            ref = actor.run.remote(cloudpickle.dumps(spec))
+            shipped, refs = _ship(spec)
+            ref = actor.run.remote(cloudpickle.dumps(shipped), *refs)
         else:
             if not force and not self._room_for_task(need, pending, pools):
                 return None
@@ -382,9 +437,17 @@ class RayEngine(Engine):
                 "max_retries": 0,  # the job retries, and knows the attempt
             }
             options.update(self._gpu_and_memory(need))
-            ref = self._remote.options(**options).remote(cloudpickle.dumps(spec))
+            shipped, refs = _ship(spec)
             actor = None
-        flight = pending[ref] = _Flight(spec, time.time(), need, actor)
+            if _keeps_output(spec):
+                # Ray may run it again to rebuild an output it lost (there is no file)
+                options.update(num_returns=2, max_retries=3)
+                ref, data = self._keeping.options(**options).remote(
+                    cloudpickle.dumps(shipped), *refs
+                )
+            else:
+                ref = self._remote.options(**options).remote(cloudpickle.dumps(shipped), *refs)
+        flight = pending[ref] = _Flight(spec, time.time(), need, actor, data)
         return flight
 
     def _gpu_and_memory(self, need: Demand) -> dict[str, object]:
@@ -438,7 +501,9 @@ class RayEngine(Engine):
         )
         return not others_busy or actor_cpus + pool.cpus <= self._cpus - 1
 
-    def _outcome(self, ref: object, spec: TaskSpec, submitted: float) -> Outcome:
+    def _outcome(
+        self, ref: object, spec: TaskSpec, submitted: float, data: object | None = None
+    ) -> Outcome:
         try:
             pid, started, finished, payload = self.ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - the worker or its node died
@@ -453,6 +518,8 @@ class RayEngine(Engine):
         status, value = cloudpickle.loads(payload)
         outcome = Outcome(spec, pid=pid, started=started, finished=finished)
         if status == "ok":
+            if isinstance(value.output.partition, ObjectPartition):
+                value.output.partition.ref = data
             outcome.result = value
         else:
             outcome.failure = value

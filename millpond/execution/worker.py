@@ -18,6 +18,7 @@ import duckdb
 from millpond.errors import InputReadError
 from millpond.execution.task import TaskSpec, run_task
 from millpond.operators.base import QueryFailure, Step, UserCodeFailure
+from millpond.operators.data import DataInput, ObjectPartition, TablePartition
 
 
 @dataclass
@@ -65,8 +66,16 @@ def _pickled(exc: BaseException) -> bytes | None:
         return None
 
 
-def execute(payload: bytes, con: duckdb.DuckDBPyConnection) -> bytes:
+def execute(payload: bytes, con: duckdb.DuckDBPyConnection, objects: tuple = ()) -> bytes:
     """Run one pickled TaskSpec; always returns a pickled ``("ok", result)`` or ``("error", Failure)``."""
+    return cloudpickle.dumps(run_payload(payload, con, objects))
+
+
+def run_payload(
+    payload: bytes, con: duckdb.DuckDBPyConnection, objects: tuple = ()
+) -> tuple[str, object]:
+    """Run one pickled TaskSpec: ``("ok", TaskResult)`` or ``("error", Failure)``. ``objects``
+    are the Arrow tables of the spec's :class:`ObjectPartition` inputs, by index."""
     try:
         spec: TaskSpec = cloudpickle.loads(payload)
     except Exception as exc:
@@ -76,11 +85,23 @@ def execute(payload: bytes, con: duckdb.DuckDBPyConnection) -> bytes:
             "(a function or class it uses cannot be imported there)",
             traceback.format_exc(),
         )
-        return cloudpickle.dumps(("error", failure))
+        return "error", failure
     try:
-        return cloudpickle.dumps(("ok", run_task(spec, con)))
+        if objects:
+            _resolve_objects(spec, objects)
+        return "ok", run_task(spec, con)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the driver
-        return cloudpickle.dumps(("error", describe_failure(exc)))
+        return "error", describe_failure(exc)
+
+
+def _resolve_objects(spec: TaskSpec, objects: tuple) -> None:
+    """Put the tables the engine passed in place of the spec's object-store pieces."""
+    for slot in spec.slots:
+        if isinstance(slot, DataInput):
+            slot.pieces = [
+                TablePartition(objects[p.index]) if isinstance(p, ObjectPartition) else p
+                for p in slot.pieces
+            ]
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -36,7 +36,19 @@ class TablePartition:
         return self.table.nbytes
 
 
-PartitionData = FilePartition | TablePartition
+@dataclass
+class ObjectPartition:
+    """Part of a partition that stayed in the engine's object store (Ray's) where the task
+    that made it ran: the driver holds ``ref``, the engine hands the object to the task
+    that reads it as that task's argument number ``index`` (it arrives as an Arrow table)."""
+
+    ref: object | None
+    rows: int
+    nbytes: int
+    index: int = -1
+
+
+PartitionData = FilePartition | TablePartition | ObjectPartition
 
 
 @dataclass
