@@ -183,9 +183,13 @@ def report_pid_then_work(directory: str):
     return fn
 
 
-def test_killing_a_ray_worker_by_pid_mid_job_gives_the_clean_result(sessions, dataset, tmp_path):
+@pytest.mark.parametrize("pipelined", [False, True], ids=["stage", "pipelined"])
+def test_killing_a_ray_worker_by_pid_mid_job_gives_the_clean_result(
+    sessions, dataset, tmp_path, pipelined
+):
     """A Ray worker killed from outside (SIGKILL by pid) while it runs a task: the task is
-    retried and the output equals a clean run's."""
+    retried and the output equals a clean run's. Pipelined into an actor pool, the killed
+    task's output was to stay in the object store: Ray runs the task again itself."""
     sp = sessions["ray"]
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -205,13 +209,19 @@ def test_killing_a_ray_worker_by_pid_mid_job_gives_the_clean_result(sessions, da
     killer = threading.Thread(target=kill_first_worker_seen)
     killer.start()
     df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(FILES)
-    table = df.map_batches(report_pid_then_work(str(pids)), batch_size=ROWS // 4).to_arrow()
+    df = df.map_batches(report_pid_then_work(str(pids)), batch_size=ROWS // 4)
+    if pipelined:
+        df = df.map_batches(Tagger, concurrency=1)
+    table = df.to_arrow()
     killer.join()
     assert killed, "no worker was killed"
-    clean = sessions["local"].read_parquet(os.path.join(dataset, "*.parquet")).to_arrow()
-    pd.testing.assert_frame_equal(_rows(table), _rows(clean))
-    retried = [r for r in sp.last_job.records if r.status == "failed" and r.retried]
-    assert retried, "the killed worker's task was retried"
+    clean = sessions["local"].read_parquet(os.path.join(dataset, "*.parquet"))
+    if pipelined:
+        clean = clean.map_batches(Tagger)
+    pd.testing.assert_frame_equal(_rows(table), _rows(clean.to_arrow()))
+    if not pipelined:
+        retried = [r for r in sp.last_job.records if r.status == "failed" and r.retried]
+        assert retried, "the killed worker's task was retried"
 
 
 def _plan(glob: str) -> LogicalPlan:
