@@ -503,10 +503,42 @@ def bench_handoff(cfg: Config) -> list[Row]:
     return [files.row, objects.row]
 
 
+# --------------------------------------------------------------------------- pipelining
+
+
+def bench_pipeline(cfg: Config) -> list[Row]:
+    """A CPU step feeding a model in an actor pool: pipelined stages vs one after another."""
+    base = {"num_executors": cfg.num_executors, "tmp": str(cfg.data_dir)}
+
+    def task(engine: str, pipelining: bool) -> Callable[[int], ProcResult]:
+        params = {**base, "engine": engine, "pipelining": pipelining}
+        return lambda i: run_task("pipeline.millpond", params, cfg.timeout)
+
+    pairs = []
+    for engine in cfg.engines:
+        where = "embedded" if engine == "local" else "on Ray"
+        after = Contender(f"{where}: stage after stage", task(engine, False), True)
+        piped = Contender(f"{where}: pipelined", task(engine, True), True)
+        pairs.append((after, piped))
+    cfg.log("pipeline: 8 partitions, 0.3 s of CPU each, then 0.3 s in a model (1 actor)")
+    _measure(cfg, "pipelining", [c for pair in pairs for c in pair], cfg.repeat)
+    rows = []
+    for after, piped in pairs:
+        assert after.row and piped.row
+        if _ok(after) and _ok(piped):
+            after.row.set_reference("x stage after stage")
+            _set_ratio_vs(piped.row, after.row, "x faster", speedup=True)
+            if {r.result["rows"] for r in after.runs + piped.runs} != {16_000}:
+                piped.row.status = "MISMATCH: row counts differ"
+        rows += [after.row, piped.row]
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "groupby": bench_groupby,
     "udf": bench_udf,
     "tiny": bench_tiny,
     "write": bench_write,
     "handoff": bench_handoff,
+    "pipeline": bench_pipeline,
 }

@@ -384,6 +384,65 @@ def handoff_ray(params: Params) -> dict[str, Any]:
     return {"time_s": elapsed, "checksum": round(sum(sums), 3), "partition_bytes": nbytes}
 
 
+# --------------------------------------------------------------------------- pipelining
+
+
+def _busy_prepare(batch: pa.Table) -> pa.Table:
+    """CPU work before a model: 0.3 s of busy computing per partition."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.3:
+        pass
+    return batch
+
+
+class _SleepyModel:
+    """A model on a GPU, as the CPU sees it: 0.3 s per partition of waiting on a device."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        time.sleep(0.3)
+        return batch
+
+
+def pipeline_millpond(params: Params) -> dict[str, Any]:
+    """CPU step → model step (one actor, one declared GPU) over 8 partitions, with the
+    model's stage pipelined behind the CPU stage or run after it (``pipelining``)."""
+    import os
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    import millpond
+
+    directory = tempfile.mkdtemp(dir=params.get("tmp"))
+    pq.write_table(pa.table({"id": list(range(16_000))}), os.path.join(directory, "a.parquet"))
+    options: dict[str, Any] = {
+        "data_root": os.path.join(directory, "root"),
+        "num_executors": params.get("num_executors") or 2,
+        "progress": False,
+        "inline_bytes": 0,
+        "pipelining": params["pipelining"],
+    }
+    ray = None
+    if params.get("engine") == "ray":
+        import ray
+
+        ray.init(num_cpus=options["num_executors"], num_gpus=1, include_dashboard=False)
+        options["ray_address"] = "auto"
+    sp = millpond.init(**options)
+    try:
+        df = sp.read_parquet(os.path.join(directory, "*.parquet")).repartition(8, by_rows=True)
+        t0 = time.perf_counter()
+        rows = df.map_batches(_busy_prepare).map_batches(_SleepyModel, concurrency=1, num_gpus=1)
+        n = rows.count()
+        elapsed = time.perf_counter() - t0
+    finally:
+        sp.shutdown()
+        if ray is not None:
+            ray.shutdown()
+        shutil.rmtree(directory, ignore_errors=True)
+    return {"time_s": elapsed, "rows": n}
+
+
 TASKS: dict[str, Task] = {
     "groupby.duckdb": groupby_duckdb,
     "groupby.polars": groupby_polars,
@@ -396,4 +455,5 @@ TASKS: dict[str, Task] = {
     "write.polars": write_polars,
     "write.millpond": write_millpond,
     "handoff.ray": handoff_ray,
+    "pipeline.millpond": pipeline_millpond,
 }

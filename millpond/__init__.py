@@ -43,6 +43,7 @@ def init(
     fail_fast: bool | None = None,
     inline_bytes: int | str | None = None,
     batch_size: int | None = None,
+    pipelining: bool | None = None,
     **smallpond_options: object,
 ) -> Session:
     """Start a session on the embedded engine (no services needed).
@@ -53,7 +54,9 @@ def init(
     is at most ``inline_bytes`` (default 32MB) run in this process instead of on workers,
     which keeps small jobs fast; ``inline_bytes=0`` always uses the workers. Tasks that fail
     for a system reason (a worker died, an I/O error) are retried up to ``max_retry`` times;
-    ``fail_fast=True`` turns every retry off. With ``job_id`` given, the session's jobs keep
+    ``fail_fast=True`` turns every retry off. A GPU or actor-pool step runs in a stage of
+    its own that starts on the first partitions its upstream stage finishes while that
+    stage goes on (``pipelining=False`` runs stages one after another). With ``job_id`` given, the session's jobs keep
     deterministic directories under ``data_root/job_id``, and running the same script again
     resumes each job from the tasks that had finished. Options smallpond
     accepts that have no meaning here (``job_time``, ``job_name``, ``bind_socket``,
@@ -89,6 +92,7 @@ def init(
         fail_fast=fail_fast,
         inline_bytes=inline_bytes,
         batch_size=batch_size,
+        pipelining=pipelining,
     )
     return Session(config, session_id=job_id)
 

@@ -84,6 +84,7 @@ class SessionConfig:
     target_partition_bytes: int = 256 * MB
     keep_intermediate: bool = False
     fail_fast: bool = False  # no retries at all: the first failure of any task ends the job
+    pipelining: bool = True  # pipelined stages start beside their producer (False: after it)
     ray_address: str | None = None
 
     @property
@@ -113,6 +114,7 @@ class SessionConfig:
             "target_partition_bytes": parse_size,
             "keep_intermediate": lambda v: _parse_bool("KEEP_INTERMEDIATE", v),
             "fail_fast": lambda v: _parse_bool("FAIL_FAST", v),
+            "pipelining": lambda v: _parse_bool("PIPELINING", v),
             "ray_address": str,
         }
         for name, convert in converters.items():

@@ -678,3 +678,35 @@ def test_gpu_stage_between_cpu_stages_on_ray(sessions, dataset, tmp_path):
             assert kinds == [{ObjectPartition}, {FilePartition}]
     assert len(outputs["ray"]) > 0
     pd.testing.assert_frame_equal(outputs["ray"], outputs["local"])
+
+
+def test_pipelining_off_runs_the_gpu_stage_after_the_cpu_stage(dataset, tmp_path):
+    """``pipelining=False``: the model's stage starts only once every partition is ready."""
+    with millpond.init(
+        data_root=str(tmp_path), num_executors=2, progress=False, inline_bytes=0, pipelining=False
+    ) as sp:
+        df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(4, by_rows=True)
+        out = df.map_batches(prepare).map_batches(SlowModel, concurrency=1, batch_size=10**6)
+        rows = out.to_arrow().to_pylist()
+    assert sorted(r["id"] for r in rows) == list(range(FILES * ROWS))
+    assert min(r["t0"] for r in rows) >= max(r["cpu_t1"] for r in rows)
+
+
+def test_a_function_the_ray_workers_cannot_import_fails_at_once_naming_it(
+    sessions, dataset, tmp_path, monkeypatch
+):
+    """A function from a module only the driver can import travels by reference: the
+    workers cannot unpickle it. That is the user's error (no retries), and it says so."""
+    (tmp_path / "driver_only_udfs.py").write_text("def double(batch):\n    return batch\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import driver_only_udfs
+
+    sp = sessions["ray"]
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet"))
+    with pytest.raises(ModuleNotFoundError) as info:
+        df.map_batches(driver_only_udfs.double).count()
+    text = str(info.value) + "".join(getattr(info.value, "__notes__", []))
+    assert "driver_only_udfs" in text and "map_batches(double)" in text
+    assert "every worker" in text
+    failed = [r for r in sp.last_job.records if r.status == "failed"]
+    assert failed and not any(r.retried for r in failed)

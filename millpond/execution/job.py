@@ -373,6 +373,8 @@ class Job:
         """``run`` and the stages that run beside it: those taking its output task by task
         (and theirs), when it runs on the workers."""
         runs = [run]
+        if not self.config.pipelining:
+            return runs
         for current in runs:
             if current.inline or current.stage.limit_rows is not None:
                 continue

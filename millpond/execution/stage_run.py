@@ -70,7 +70,7 @@ class StageRun:
         """A task of the stage left the engine for good: a held one takes its place."""
         self.handed -= 1
         if self.held:
-            self.hand(self.held.popleft(), queue)
+            self.hand(self.held.popleft(), queue, first=self.producer is not None)
 
     def drop_waiting(self, queue: deque[TaskSpec]) -> None:
         """Forget the tasks of this stage that have not started (a limit is reached)."""

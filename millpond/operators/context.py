@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+import traceback
 from typing import Any
 
 import cloudpickle
@@ -13,22 +14,32 @@ import duckdb
 import pyarrow as pa
 
 from millpond.io.sqltext import quote_ident
+from millpond.operators.base import Step, UserCodeFailure, call_user
 
 _UDF_CACHE: dict[str, Any] = {}
 _UDF_LOCK = threading.Lock()
 _names = itertools.count()
 
 
-def load_udf(payload: bytes) -> Any:
+def load_udf(payload: bytes, step: Step) -> Any:
     """Unpickle a user function once per process. A class is instantiated here, once, so a
-    model it loads in ``__init__`` is loaded once per worker rather than once per batch."""
+    model it loads in ``__init__`` is loaded once per worker rather than once per batch.
+    Failing to unpickle it or to construct it is the user's error, named by ``step``."""
     key = hashlib.sha1(payload).hexdigest()
     with _UDF_LOCK:
         obj = _UDF_CACHE.get(key)
         if obj is None:
-            obj = cloudpickle.loads(payload)
+            try:
+                obj = cloudpickle.loads(payload)
+            except ModuleNotFoundError as exc:
+                exc.add_note(
+                    f"the worker cannot import the module of the function of {step.label}: "
+                    "functions and classes of an importable module travel by reference, so "
+                    "every worker (every Ray node) needs that module on its Python path"
+                )
+                raise UserCodeFailure(exc, step, traceback.format_exc()) from None
             if isinstance(obj, type):
-                obj = obj()
+                obj = call_user(step, obj)
             _UDF_CACHE[key] = obj
         return obj
 

@@ -36,7 +36,7 @@ class NodeProcessOp(Op):
     runs_in = "python"
 
     def apply(self, ctx, rel: str) -> str:
-        node = load_udf(self.payload)
+        node = load_udf(self.payload, self.step)
         inputs = [rel] + [ctx.slot_sql[i] for i in self.slots]
         if self.mode == "script":
             return self._script(ctx, node, inputs)

@@ -62,7 +62,7 @@ class PythonOp(Op):
         return self.concurrency is not None and self.udf_is_class
 
     def apply(self, ctx, rel: str) -> str:
-        fn = load_udf(self.payload)
+        fn = load_udf(self.payload, self.step)
         source = ctx.reader(rel, self.batch_size or ctx.batch_size)
         failures = ctx.user_failures
         outputs = self._outputs(fn, source)
