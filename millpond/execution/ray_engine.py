@@ -398,7 +398,8 @@ class RayEngine(Engine):
                 pool.drop_idle()
             spec = queue[0]
             need = demand(spec) if demand is not None else Demand()
-            self._start(spec, need, queue, pending, pools, force=True)
+            if self._start(spec, need, queue, pending, pools, force=True) is None:
+                raise RuntimeError(f"{spec.name} could not start on an idle Ray cluster")
             queue.popleft()
 
     def _start(

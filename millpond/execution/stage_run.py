@@ -75,8 +75,9 @@ class StageRun:
     def drop_waiting(self, queue: deque[TaskSpec]) -> None:
         """Forget the tasks of this stage that have not started (a limit is reached)."""
         self.held.clear()
-        for spec in [s for s in queue if s.stage_id == self.stage.id]:
-            queue.remove(spec)
+        others = [spec for spec in queue if spec.stage_id != self.stage.id]
+        queue.clear()
+        queue.extend(others)
 
     def ready_in_order(self) -> list[TaskResult]:
         """Results not yet streamed that follow, in partition order, those that were."""
