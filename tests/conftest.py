@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -281,3 +283,51 @@ def start_ray_head(num_cpus: int, num_gpus: int) -> Iterator[dict[str, str]]:
                 os.killpg(head.pid, signal.SIGKILL)
                 head.wait(timeout=10)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def start_ray_node(head_address: str, num_cpus: int, hidden: str) -> Iterator[str]:
+    """Join a worker node to the head at ``head_address`` that runs in a mount namespace of
+    its own, where ``hidden`` is an empty tmpfs: a node on this machine that cannot see
+    what the driver writes under ``hidden`` (as a node without the driver's disk). Needs
+    ``unshare`` and the right to mount (root). It joins a few seconds later: callers wait
+    for it (``ray.nodes()``) in the process that uses the cluster. Yields the node's log."""
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
+    ray_cli = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+    env = dict(os.environ)
+    env.update(_RAY_AUTH, RAY_USAGE_STATS_ENABLED="0")
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.dirname(tests_dir), tests_dir, env.get("PYTHONPATH")) if p
+    )
+    fd, log_path = tempfile.mkstemp(prefix="mpray-node", suffix=".log", dir="/tmp")
+    os.close(fd)
+    command = (
+        f"mount -t tmpfs millpond-hidden {shlex.quote(hidden)} && exec {shlex.quote(ray_cli)} "
+        f"start --block --address {head_address} --node-ip-address 127.0.0.1 "
+        f"--num-cpus {num_cpus} --num-gpus 0 --disable-usage-stats"
+    )
+    with open(log_path, "w") as log_file:
+        node = subprocess.Popen(
+            ["unshare", "--mount", "sh", "-c", command],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        yield log_path
+    finally:
+        if node.poll() is None:
+            node.send_signal(signal.SIGTERM)
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            os.remove(log_path)

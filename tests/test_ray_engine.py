@@ -710,3 +710,75 @@ def test_a_function_the_ray_workers_cannot_import_fails_at_once_naming_it(
     assert "every worker" in text
     failed = [r for r in sp.last_job.records if r.status == "failed"]
     assert failed and not any(r.retried for r in failed)
+
+
+NODES_SCRIPT = """
+import sys, time
+import ray
+import millpond
+
+address, hidden_root, shared_root = sys.argv[1:4]
+for _ in range(180):  # the second node joins a few seconds after it starts
+    ray.init(address=address, logging_level="ERROR")
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    ray.shutdown()
+    if len(alive) == 2:
+        break
+    time.sleep(0.5)
+else:
+    sys.exit("the second node never joined")
+try:
+    millpond.init(ray_address=address, data_root=hidden_root, progress=False)
+except RuntimeError as exc:
+    print("REFUSED", exc)
+else:
+    sys.exit("a data_root that a node cannot see was accepted")
+with millpond.init(ray_address=address, data_root=shared_root, progress=False) as sp:
+    print("NODES", sp.engine.nodes, sp.from_items([{"a": i} for i in range(100)]).count())
+"""
+
+
+def _can_hide_paths_from_a_node() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _can_hide_paths_from_a_node(), reason="needs unshare and root to hide a path from a node"
+)
+def test_a_local_data_root_that_a_node_cannot_see_is_refused_at_start_up(tmp_path):
+    """A cluster of two nodes where the second runs in its own mount namespace and cannot
+    see the driver's ``hidden`` directory: init refuses a data_root there, naming the
+    node; a data_root both nodes see (a shared mount, here the same disk) works."""
+    import subprocess
+    import sys
+
+    from conftest import start_ray_head, start_ray_node
+
+    hidden = tmp_path / "hidden"
+    (hidden / "root").mkdir(parents=True)
+    shared = tmp_path / "shared"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
+    with start_ray_head(num_cpus=1, num_gpus=0) as head:
+        with start_ray_node(head["address"], 1, str(hidden)) as node_log:
+            done = subprocess.run(
+                [sys.executable, "-c", NODES_SCRIPT, head["address"], str(hidden / "root")]
+                + [str(shared)],
+                capture_output=True,
+                text=True,
+                timeout=240,
+                env=env,
+            )
+            with open(node_log) as f:
+                log = f.read()
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + log[-2000:]
+    refused = next(line for line in done.stdout.splitlines() if line.startswith("REFUSED"))
+    assert str(hidden / "root") in refused and "cannot see" in refused
+    assert "shared mount" in refused
+    assert "NODES 2 100" in done.stdout
