@@ -714,6 +714,7 @@ def test_a_function_the_ray_workers_cannot_import_fails_at_once_naming_it(
 
 NODES_SCRIPT = """
 import sys, time
+import pyarrow as pa
 import ray
 import millpond
 
@@ -733,8 +734,19 @@ except RuntimeError as exc:
     print("REFUSED", exc)
 else:
     sys.exit("a data_root that a node cannot see was accepted")
-with millpond.init(ray_address=address, data_root=shared_root, progress=False) as sp:
-    print("NODES", sp.engine.nodes, sp.from_items([{"a": i} for i in range(100)]).count())
+
+
+def node_of(batch):
+    time.sleep(0.5)  # long enough that one node alone could not run every task at once
+    node = ray.get_runtime_context().get_node_id()
+    return batch.append_column("node", pa.array([node] * batch.num_rows))
+
+
+options = {"data_root": shared_root, "progress": False, "inline_bytes": 0}
+with millpond.init(ray_address=address, **options) as sp:
+    df = sp.from_items([{"a": i} for i in range(100)]).repartition(6, by_rows=True)
+    table = df.map_batches(node_of).to_arrow()
+    print("NODES", sp.engine.nodes, table.num_rows, len(set(table["node"].to_pylist())))
 """
 
 
@@ -754,7 +766,8 @@ def _can_hide_paths_from_a_node() -> bool:
 def test_a_local_data_root_that_a_node_cannot_see_is_refused_at_start_up(tmp_path):
     """A cluster of two nodes where the second runs in its own mount namespace and cannot
     see the driver's ``hidden`` directory: init refuses a data_root there, naming the
-    node; a data_root both nodes see (a shared mount, here the same disk) works."""
+    node; with a data_root both nodes see (a shared mount, here the same disk) a job's
+    tasks run on both nodes."""
     import subprocess
     import sys
 
@@ -781,4 +794,4 @@ def test_a_local_data_root_that_a_node_cannot_see_is_refused_at_start_up(tmp_pat
     refused = next(line for line in done.stdout.splitlines() if line.startswith("REFUSED"))
     assert str(hidden / "root") in refused and "cannot see" in refused
     assert "shared mount" in refused
-    assert "NODES 2 100" in done.stdout
+    assert "NODES 2 100 2" in done.stdout  # the job's tasks ran on both nodes
