@@ -305,14 +305,18 @@ class RayEngine(Engine):
             f.write("millpond\n")
         try:
             check = self.ray.remote(_sees_file)
-            refs = {
-                n["NodeManagerAddress"]: check.options(
-                    num_cpus=0,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-                ).remote(probe)
+            # by node id: several nodes may share an address (e.g. on one machine)
+            refs = [
+                (
+                    f"{n['NodeManagerAddress']} (node {n['NodeID'][:12]})",
+                    check.options(
+                        num_cpus=0,
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                    ).remote(probe),
+                )
                 for n in self._nodes
-            }
-            blind = [node for node, ref in refs.items() if not self.ray.get(ref, timeout=120)]
+            ]
+            blind = [node for node, ref in refs if not self.ray.get(ref, timeout=120)]
         finally:
             os.remove(probe)
         if blind:
