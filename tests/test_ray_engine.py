@@ -537,6 +537,42 @@ def test_an_actor_that_dies_is_replaced_and_its_task_redone(sessions, dataset, t
     assert dead, "the dead actor's process produced nothing; a new actor took its place"
 
 
+def test_an_actor_killed_by_pid_mid_batch_is_replaced_and_the_output_is_whole(
+    sessions, dataset, tmp_path
+):
+    """SIGKILL from outside to an actor's process while it runs a batch (the model sleeps
+    0.3 s per batch): a new actor replaces it, the task in flight is redone, and the
+    output equals a clean run's; the killed process produced none of it."""
+    sp = sessions["ray"]
+    built = tmp_path / "built"
+    built.mkdir()
+    killed: list[int] = []
+
+    def kill_first_actor() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            names = os.listdir(built)
+            if names:
+                time.sleep(0.1)  # inside its first batch
+                pid = int(names[0].split("-")[0])
+                os.kill(pid, signal.SIGKILL)  # an actor of this test's own Ray head
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_first_actor)
+    killer.start()
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(6, by_rows=True)
+    table = df.map_batches(model_class(str(built)), concurrency=1, batch_size=10**6).to_arrow()
+    killer.join()
+    assert killed, "no actor was killed"
+    assert sorted(table["id"].to_pylist()) == list(range(FILES * ROWS))
+    assert killed[0] not in set(table["pid"].to_pylist())
+    assert len(os.listdir(built)) >= 2, "a new actor was constructed"
+    failed = [r for r in sp.last_job.records if r.status == "failed"]
+    assert failed and all(r.retried for r in failed)
+
+
 def test_map_batches_resource_arguments_are_validated(sessions):
     sp = sessions["local"]
     df = sp.from_items([{"a": 1}])
