@@ -172,6 +172,22 @@ def test_a_task_whose_ray_worker_dies_is_retried(sessions, dataset, tmp_path):
     assert failed and failed[0].retried
 
 
+def _kill_first_seen(directory: str, killed: list[int], wait: float = 0.0) -> None:
+    """SIGKILL the process named by the first file to appear in ``directory`` (names start
+    with a pid: a Ray worker or actor of this test session's own Ray head), ``wait``
+    seconds after it appears; the pid goes to ``killed``."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        names = os.listdir(directory)
+        if names:
+            time.sleep(wait)
+            pid = int(names[0].split("-")[0])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+        time.sleep(0.02)
+
+
 def report_pid_then_work(directory: str):
     """Each call leaves the Ray worker's pid in ``directory``, then works for a while."""
 
@@ -194,19 +210,7 @@ def test_killing_a_ray_worker_by_pid_mid_job_gives_the_clean_result(
     pids = tmp_path / "pids"
     pids.mkdir()
     killed: list[int] = []
-
-    def kill_first_worker_seen() -> None:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            seen = os.listdir(pids)
-            if seen:
-                pid = int(seen[0])
-                os.kill(pid, signal.SIGKILL)  # a Ray worker of this test's own Ray head
-                killed.append(pid)
-                return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_first_worker_seen)
+    killer = threading.Thread(target=_kill_first_seen, args=(str(pids), killed))
     killer.start()
     df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(FILES)
     df = df.map_batches(report_pid_then_work(str(pids)), batch_size=ROWS // 4)
@@ -547,20 +551,8 @@ def test_an_actor_killed_by_pid_mid_batch_is_replaced_and_the_output_is_whole(
     built = tmp_path / "built"
     built.mkdir()
     killed: list[int] = []
-
-    def kill_first_actor() -> None:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            names = os.listdir(built)
-            if names:
-                time.sleep(0.1)  # inside its first batch
-                pid = int(names[0].split("-")[0])
-                os.kill(pid, signal.SIGKILL)  # an actor of this test's own Ray head
-                killed.append(pid)
-                return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_first_actor)
+    # 0.1 s after the actor is built: inside its first batch
+    killer = threading.Thread(target=_kill_first_seen, args=(str(built), killed, 0.1))
     killer.start()
     df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(6, by_rows=True)
     table = df.map_batches(model_class(str(built)), concurrency=1, batch_size=10**6).to_arrow()
