@@ -56,9 +56,10 @@ def init(
     for a system reason (a worker died, an I/O error) are retried up to ``max_retry`` times;
     ``fail_fast=True`` turns every retry off. A GPU or actor-pool step runs in a stage of
     its own that starts on the first partitions its upstream stage finishes while that
-    stage goes on (``pipelining=False`` runs stages one after another). With ``job_id`` given, the session's jobs keep
-    deterministic directories under ``data_root/job_id``, and running the same script again
-    resumes each job from the tasks that had finished. Options smallpond
+    stage goes on (``pipelining=False`` runs stages one after another). With ``job_id``
+    given, the session's jobs keep deterministic directories under ``data_root/job_id``,
+    and running the same script again resumes each job from the tasks that had finished.
+    Options smallpond
     accepts that have no meaning here (``job_time``, ``job_name``, ``bind_socket``,
     ``platform``, ``enable_profiling``…) are accepted and ignored.
     """

@@ -2,7 +2,9 @@
 ``MILLPOND_RAY_ADDRESS``, ``ray://`` client addresses) or on a local Ray it starts (bound to
 127.0.0.1, no dashboard). Stages small enough to run inline run in the driver, as on the
 embedded engine; data between stages goes through files under ``data_root``, which every
-node must therefore see."""
+node must therefore see, except a pipelined stage's input: it stays in Ray's object store.
+Callable classes with ``concurrency`` run in a pool of actors per stage; tasks start while
+the cluster has room for them, counting what the actors hold."""
 
 from __future__ import annotations
 
@@ -42,14 +44,18 @@ _connected_here = False
 _con: duckdb.DuckDBPyConnection | None = None
 
 
+def _connection() -> duckdb.DuckDBPyConnection:
+    global _con
+    if _con is None:
+        _con = duckdb.connect()
+    return _con
+
+
 def _run_on_ray(payload: bytes, *objects) -> tuple[int, float, float, bytes]:
     """The body of every Ray task: a pickled TaskSpec in (and the Arrow tables of its
     object-store inputs, which Ray resolves), a pickled outcome out."""
-    global _con
     started = time.time()
-    if _con is None:
-        _con = duckdb.connect()
-    result = execute(payload, _con, objects)
+    result = execute(payload, _connection(), objects)
     return os.getpid(), started, time.time(), result
 
 
@@ -57,11 +63,8 @@ def _run_keeping_output(payload: bytes, *objects) -> tuple[tuple, object]:
     """Like :func:`_run_on_ray` for a task whose output stays in Ray's object store: two
     returns, the outcome (small, for the driver) and the output table (for the next task,
     which Ray hands it without the driver touching it)."""
-    global _con
     started = time.time()
-    if _con is None:
-        _con = duckdb.connect()
-    status, value = run_payload(payload, _con, objects)
+    status, value = run_payload(payload, _connection(), objects)
     table = None
     if status == "ok" and isinstance(value.output.partition, TablePartition):
         table = value.output.partition.table
