@@ -741,12 +741,13 @@ def test_a_function_the_ray_workers_cannot_import_fails_at_once_naming_it(
 
 
 NODES_SCRIPT = """
-import sys, time
+import logging, sys, time
 import pyarrow as pa
 import ray
 import millpond
 
 address, hidden_root, shared_root = sys.argv[1:4]
+logging.basicConfig(level=logging.WARNING)
 for _ in range(180):  # the second node joins a few seconds after it starts
     ray.init(address=address, logging_level="ERROR")
     alive = [n for n in ray.nodes() if n["Alive"]]
@@ -775,6 +776,8 @@ with millpond.init(ray_address=address, **options) as sp:
     df = sp.from_items([{"a": i} for i in range(100)]).repartition(6, by_rows=True)
     table = df.map_batches(node_of).to_arrow()
     print("NODES", sp.engine.nodes, table.num_rows, len(set(table["node"].to_pylist())))
+    # 2 CPUs per task on nodes of 1 CPU: cut to 1 (Ray could never place it)
+    print("WIDE", df.map_batches(node_of, num_cpus=2).count())
 """
 
 
@@ -795,7 +798,7 @@ def test_a_local_data_root_that_a_node_cannot_see_is_refused_at_start_up(tmp_pat
     """A cluster of two nodes where the second runs in its own mount namespace and cannot
     see the driver's ``hidden`` directory: init refuses a data_root there, naming the
     node; with a data_root both nodes see (a shared mount, here the same disk) a job's
-    tasks run on both nodes."""
+    tasks run on both nodes, and tasks asking for more CPUs than a node has still run."""
     import subprocess
     import sys
 
@@ -823,3 +826,4 @@ def test_a_local_data_root_that_a_node_cannot_see_is_refused_at_start_up(tmp_pat
     assert str(hidden / "root") in refused and "cannot see" in refused
     assert "shared mount" in refused
     assert "NODES 2 100 2" in done.stdout  # the job's tasks ran on both nodes
+    assert "WIDE 100" in done.stdout and "more than any node" in done.stderr

@@ -146,8 +146,8 @@ class _ActorPool:
             high = max(1, fits)
         self.low, self.high = min(low, high), high
         self.cpus, self.gpus = max(1, need.slots), need.gpus
-        options: dict[str, object] = {"num_cpus": self.cpus, "max_restarts": 0}
-        options.update(engine._gpu_and_memory(need))
+        options = engine._resources(need)
+        options["max_restarts"] = 0
         self._factory = engine._actor.options(**options)
         self.actors: list[object] = []
         self.idle: list[object] = []
@@ -252,10 +252,12 @@ class RayEngine(Engine):
             self._cpus = max(1, int(resources.get("CPU", num_executors)))
             self._gpus = [str(i) for i in range(int(resources.get("GPU", 0)))]
             self._nodes = [n for n in self.ray.nodes() if n.get("Alive")]
-            # the most memory one task can reserve: the largest node's (0: unknown)
-            self._node_memory = int(
-                max((n.get("Resources", {}).get("memory", 0) for n in self._nodes), default=0)
-            )
+            # the most of each resource one task can hold: the largest node's (0: unknown)
+            self._node_most = {
+                name: max((n.get("Resources", {}).get(name, 0) for n in self._nodes), default=0)
+                for name in ("CPU", "GPU", "memory")
+            }
+            self._warned: set[str] = set()
             if data_root is not None:
                 self._check_data_root(data_root)
         except BaseException:
@@ -394,7 +396,7 @@ class RayEngine(Engine):
         position = 0
         while position < len(queue):
             spec = queue[position]
-            need = demand(spec) if demand is not None else Demand()
+            need = self._fit(demand(spec) if demand is not None else Demand())
             flight = self._start(spec, need, queue, pending, pools, force=False)
             if flight is None:
                 position += 1
@@ -404,7 +406,7 @@ class RayEngine(Engine):
             for pool in pools.values():
                 pool.drop_idle()
             spec = queue[0]
-            need = demand(spec) if demand is not None else Demand()
+            need = self._fit(demand(spec) if demand is not None else Demand())
             if self._start(spec, need, queue, pending, pools, force=True) is None:
                 raise RuntimeError(f"{spec.name} could not start on an idle Ray cluster")
             queue.popleft()
@@ -440,11 +442,8 @@ class RayEngine(Engine):
         else:
             if not force and not self._room_for_task(need, pending, pools):
                 return None
-            options: dict[str, object] = {
-                "num_cpus": max(1, need.slots),
-                "max_retries": 0,  # the job retries, and knows the attempt
-            }
-            options.update(self._gpu_and_memory(need))
+            options = self._resources(need)
+            options["max_retries"] = 0  # the job retries, and knows the attempt
             shipped, refs = _ship(spec)
             actor = None
             if _keeps_output(spec):
@@ -458,24 +457,41 @@ class RayEngine(Engine):
         flight = pending[ref] = _Flight(spec, time.time(), need, actor, data)
         return flight
 
-    def _gpu_and_memory(self, need: Demand) -> dict[str, object]:
-        """Ray options for a task's GPUs and memory. Memory is reserved only when the stage
-        asked for it (a ``memory_limit``, or a retry after running out): reserving the
-        default share for every task would only lower concurrency. A request larger than
-        any node holds is cut to the largest node (Ray would never place it)."""
-        options: dict[str, object] = {}
+    def _fit(self, need: Demand) -> Demand:
+        """``need`` cut to what the largest node holds (Ray would never place a task that
+        asks for more than any one node has: it would wait for ever), with a warning."""
+        most = self._node_most
+        slots, gpus, memory = max(1, need.slots), need.gpus, need.memory
+        if most["CPU"] and slots > most["CPU"]:
+            self._warn_once("CPU", f"{slots} CPUs", f"{int(most['CPU'])}")
+            slots = max(1, int(most["CPU"]))
+        if most["GPU"] and gpus > most["GPU"]:
+            self._warn_once("GPU", f"{gpus:g} GPUs", f"{most['GPU']:g}")
+            gpus = float(most["GPU"])
+        if most["memory"] and memory > most["memory"]:
+            self._warn_once("memory", describe_size(memory), describe_size(most["memory"]))
+            memory = int(most["memory"])
+        return Demand(slots, gpus, memory)
+
+    def _warn_once(self, what: str, asked: str, fits: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(
+                "a task asks Ray for %s, more than any node of the cluster has; it gets %s",
+                asked,
+                fits,
+            )
+
+    @staticmethod
+    def _resources(need: Demand) -> dict[str, object]:
+        """Ray options for a (fitted) demand. Memory is reserved only when the stage asked
+        for it (a ``memory_limit``, or a retry after running out): reserving the default
+        share for every task would only lower concurrency."""
+        options: dict[str, object] = {"num_cpus": max(1, need.slots)}
         if need.gpus > 0:
             options["num_gpus"] = need.gpus
         if need.memory > 0:
-            memory = need.memory
-            if self._node_memory and memory > self._node_memory:
-                log.warning(
-                    "a task asks Ray for %s of memory, more than any node has; it reserves %s",
-                    describe_size(memory),
-                    describe_size(self._node_memory),
-                )
-                memory = self._node_memory
-            options["memory"] = int(memory)
+            options["memory"] = int(need.memory)
         return options
 
     def _in_use(
