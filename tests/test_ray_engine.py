@@ -5,6 +5,7 @@ session (see ``conftest.ray_address``), so the attach path is the one tested."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -679,6 +680,11 @@ def test_cpu_stage_keeps_running_while_the_gpu_stage_works(sessions, dataset, en
     # file); on the embedded engine through Parquet files under the job directory
     handed = {type(r.output.partition) for r in sp.last_job.results[cpu_stage]}
     assert handed == ({ObjectPartition} if engine == "ray" else {FilePartition})
+    with open(sp.last_job.report_json_path) as f:
+        where = {s["id"]: s["where"] for s in json.load(f)["stages"]}
+    assert where[gpu_stage] == "workers, pipelined"
+    via = ", output via the object store" if engine == "ray" else ""
+    assert where[cpu_stage] == "workers" + via
     if engine == "ray":
         assert {r["dev"] for r in rows} <= {"0", "1"}
 

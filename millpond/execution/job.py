@@ -143,7 +143,9 @@ class Job:
         self.stage_tasks: dict[int, tuple[int, bool]] = {}  # stage id -> (tasks, inline)
         self._in_memory: dict[int, bool] = {}  # stage id -> outputs kept as Arrow tables
         #: stages whose outputs stay in the engine's object store for a pipelined consumer
-        self._object_outputs: set[int] = set()
+        self.object_outputs: set[int] = set()
+        #: stages that ran beside their producer, task by task
+        self.pipelined: set[int] = set()
         self._running_stage: int | None = None
 
     @property
@@ -253,7 +255,7 @@ class Job:
         else files under the job directory (bounded memory, whatever runs the task)."""
         base = os.path.join(self.dir, f"stage-{stage.id}")
         in_memory = inline and self._in_memory.get(stage.id, True)
-        in_memory = in_memory or stage.id in self._object_outputs
+        in_memory = in_memory or stage.id in self.object_outputs
         if stage.sink_kind == "final":
             return self._final_sinks[stage.output or 0](index, in_memory)
         if stage.sink_kind == "buckets":
@@ -325,6 +327,7 @@ class Job:
         """``stage`` runs beside ``producer`` on the workers: task i as soon as the
         producer's task i has ended (its inputs are filled in then)."""
         self._in_memory[stage.id] = False
+        self.pipelined.add(stage.id)
         inputs: list[list[PartitionInput] | None] = [None] * producer.ntasks
         run = self._new_run(stage, inputs, inline=False)
         run.producer = producer
@@ -382,7 +385,7 @@ class Job:
             for consumer in consumers:
                 runs.append(self._begin_pipelined(consumer, current))
             if consumers and self._keeps_output(current, consumers):
-                self._object_outputs.add(current.stage.id)
+                self.object_outputs.add(current.stage.id)
         return runs
 
     def _keeps_output(self, run: StageRun, consumers: list[Stage]) -> bool:
@@ -445,7 +448,7 @@ class Job:
                     continue
                 for consumer in run.consumers:
                     self._feed(consumer, result.index, result, queue)
-                if run.producer is not None and run.producer.stage.id in self._object_outputs:
+                if run.producer is not None and run.producer.stage.id in self.object_outputs:
                     _release(run.producer.results[result.index])
                 if run is final:
                     yield from final.ready_in_order()
@@ -463,7 +466,7 @@ class Job:
         for run in runs:
             self.reports.append(run.report())
             self.results[run.stage.id] = run.done()
-            if run.stage.id in self._object_outputs:
+            if run.stage.id in self.object_outputs:
                 for result in run.done():
                     _release(result)
         if time.time() - self.started >= REPORT_EVERY_S:  # a long job: report its progress

@@ -68,6 +68,18 @@ class TaskRecord:
     retried: bool = False  # a failed attempt that another attempt followed
 
 
+def _where(job, stage_id: int, inline: bool | None) -> str | None:
+    """Where a stage ran, and how its data moved when not through files."""
+    if inline is None:
+        return None
+    parts = ["inline" if inline else "workers"]
+    if stage_id in job.pipelined:
+        parts.append("pipelined")
+    if stage_id in job.object_outputs:
+        parts.append("output via the object store")
+    return ", ".join(parts)
+
+
 def _iso(ts: float | None) -> str | None:
     if not ts:
         return None
@@ -110,7 +122,7 @@ def report_data(job: Job) -> dict:
                 "tasks": tasks,
                 "reused": report.reused if report else 0,
                 "inline": inline,
-                "where": None if inline is None else "inline" if inline else "workers",
+                "where": _where(job, stage.id, inline),
                 "rows": report.rows if report else None,
                 "bytes": report.nbytes if report else None,
                 "seconds": round(report.seconds, 4) if report else None,
