@@ -22,5 +22,12 @@ def test_bench_quick_mode_runs_and_every_result_matches(tmp_path) -> None:
         env=env,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for name in ("groupby", "python udf", "tiny cold", "tiny warm", "scan+filter+write"):
+    for name in (
+        "groupby",
+        "python udf",
+        "tiny cold",
+        "tiny warm",
+        "scan+filter+write",
+        "pipelining",
+    ):
         assert name in done.stdout
