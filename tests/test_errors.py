@@ -232,6 +232,27 @@ def test_user_function_error_in_generator_map_batches_is_reraised_as_itself(sess
     assert "split_batches" in str(info.value.__cause__)
 
 
+class ModelThatFailsToLoad:
+    """A callable class whose constructor raises (a model file that is not there)."""
+
+    def __init__(self) -> None:
+        raise QualityCheckError("the model weights are missing")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:  # pragma: no cover - never built
+        return batch
+
+
+def test_callable_class_whose_constructor_raises_fails_at_once_naming_the_step(session):
+    df = session.from_items([{"id": i} for i in range(100)]).map_batches(ModelThatFailsToLoad)
+    with pytest.raises(QualityCheckError, match="weights are missing") as info:
+        df.to_arrow()
+    cause = str(info.value.__cause__)  # the remote traceback, down to the constructor
+    assert "in __init__" in cause and __file__ in cause
+    assert "map_batches(ModelThatFailsToLoad)" in "\n".join(info.value.__notes__)
+    failed = [r for r in session.last_job.records if r.status == "failed"]
+    assert failed and not any(r.retried for r in failed)
+
+
 # --------------------------------------------------------------------------- #
 # functions that cannot be shipped to workers
 # --------------------------------------------------------------------------- #
