@@ -197,6 +197,39 @@ class _Flight:
     data: object | None = None  # the output's reference, when it stays in the object store
 
 
+@dataclass
+class _Usage:
+    """What the cluster holds while one scheduling pass runs: CPUs and GPUs of every actor
+    (busy or idle) and of the tasks in flight, the actors' CPUs alone, and the stages that
+    have work (queued or in flight). Counted once per pass and kept up to date as tasks
+    start, not recounted for each queued task."""
+
+    cpus: float
+    gpus: float
+    actor_cpus: float
+    working: set[int]
+
+    @classmethod
+    def of(cls, pending: dict[object, _Flight], pools: dict[int, _ActorPool], queue) -> _Usage:
+        actor_cpus = sum(p.cpus * len(p.actors) for p in pools.values())
+        actor_gpus = sum(p.gpus * len(p.actors) for p in pools.values())
+        tasks = [f.need for f in pending.values() if f.actor is None]
+        working = {s.stage_id for s in queue} | {f.spec.stage_id for f in pending.values()}
+        return cls(
+            actor_cpus + sum(max(1, n.slots) for n in tasks),
+            actor_gpus + sum(n.gpus for n in tasks),
+            actor_cpus,
+            working,
+        )
+
+    def grow(self, pool: _ActorPool) -> object:
+        """A new actor of ``pool``, counted."""
+        self.cpus += pool.cpus
+        self.gpus += pool.gpus
+        self.actor_cpus += pool.cpus
+        return pool.grow()
+
+
 def _sees_file(path: str) -> bool:
     return os.path.exists(path)
 
@@ -393,21 +426,24 @@ class RayEngine(Engine):
     ) -> None:
         """Hand Ray every queued task that fits now. With nothing in flight the first one
         starts whatever it asks (idle actors make room for it): the job never stalls."""
+        usage = _Usage.of(pending, pools, queue)
         position = 0
         while position < len(queue):
             spec = queue[position]
             need = self._fit(demand(spec) if demand is not None else Demand())
-            flight = self._start(spec, need, queue, pending, pools, force=False)
-            if flight is None:
-                position += 1
+            if self._start(spec, need, usage, pending, pools, force=False) is not None:
+                del queue[position]
                 continue
-            del queue[position]
+            position += 1
+            if usage.cpus + 1 > self._cpus and not any(p.idle for p in pools.values()):
+                break  # the cluster is full: nothing further back can start either
         if queue and not pending:
             for pool in pools.values():
                 pool.drop_idle()
             spec = queue[0]
             need = self._fit(demand(spec) if demand is not None else Demand())
-            if self._start(spec, need, queue, pending, pools, force=True) is None:
+            usage = _Usage.of(pending, pools, queue)
+            if self._start(spec, need, usage, pending, pools, force=True) is None:
                 raise RuntimeError(f"{spec.name} could not start on an idle Ray cluster")
             queue.popleft()
 
@@ -415,12 +451,13 @@ class RayEngine(Engine):
         self,
         spec: TaskSpec,
         need: Demand,
-        queue: deque[TaskSpec],
+        usage: _Usage,
         pending: dict[object, _Flight],
         pools: dict[int, _ActorPool],
         force: bool,
     ) -> _Flight | None:
-        """Start ``spec`` on Ray if it fits (always with ``force``); None when it must wait."""
+        """Start ``spec`` on Ray if it fits (always with ``force``); None when it must wait.
+        ``usage`` counts what it takes."""
         op = _pool_op(spec)
         data = None
         if op is not None:  # a callable class with concurrency: the stage's actors
@@ -429,19 +466,21 @@ class RayEngine(Engine):
                 pool = pools[spec.stage_id] = _ActorPool(self, op.concurrency, need)
             actor = pool.take()
             if actor is None and pool.can_grow:
-                if force or self._room_for_actor(pool, spec, queue, pending, pools):
-                    actor = pool.grow()
+                if force or self._room_for_actor(pool, spec, usage):
+                    actor = usage.grow(pool)
             if actor is None:
                 return None  # every actor of the stage is busy: the task waits for one
             while len(pool.actors) < pool.low and pool.can_grow:  # (min, max): min at once
-                if not self._room_for_actor(pool, spec, queue, pending, pools):
+                if not self._room_for_actor(pool, spec, usage):
                     break
-                pool.give_back(pool.grow())
+                pool.give_back(usage.grow(pool))
             shipped, refs = _ship(spec)
             ref = actor.run.remote(cloudpickle.dumps(shipped), *refs)
         else:
-            if not force and not self._room_for_task(need, pending, pools):
+            if not force and not self._room_for_task(need, usage):
                 return None
+            usage.cpus += max(1, need.slots)
+            usage.gpus += need.gpus
             options = self._resources(need)
             options["max_retries"] = 0  # the job retries, and knows the attempt
             shipped, refs = _ship(spec)
@@ -494,36 +533,20 @@ class RayEngine(Engine):
             options["memory"] = int(need.memory)
         return options
 
-    def _in_use(
-        self, pending: dict[object, _Flight], pools: dict[int, _ActorPool]
-    ) -> tuple[float, float, float]:
-        """CPUs and GPUs held now: by every actor, busy or idle, and by tasks in flight;
-        and the CPUs of the actors alone."""
-        actor_cpus = sum(p.cpus * len(p.actors) for p in pools.values())
-        actor_gpus = sum(p.gpus * len(p.actors) for p in pools.values())
-        tasks = [f.need for f in pending.values() if f.actor is None]
-        cpus = actor_cpus + sum(max(1, n.slots) for n in tasks)
-        gpus = actor_gpus + sum(n.gpus for n in tasks)
-        return cpus, gpus, actor_cpus
-
-    def _room_for_task(self, need: Demand, pending, pools) -> bool:
-        cpus, gpus, _ = self._in_use(pending, pools)
-        if cpus + max(1, need.slots) > self._cpus:
+    def _room_for_task(self, need: Demand, usage: _Usage) -> bool:
+        if usage.cpus + max(1, need.slots) > self._cpus:
             return False
-        return need.gpus <= 0 or gpus + need.gpus <= len(self._gpus) + 1e-6
+        return need.gpus <= 0 or usage.gpus + need.gpus <= len(self._gpus) + 1e-6
 
-    def _room_for_actor(self, pool: _ActorPool, spec: TaskSpec, queue, pending, pools) -> bool:
+    def _room_for_actor(self, pool: _ActorPool, spec: TaskSpec, usage: _Usage) -> bool:
         """A new actor fits beside what runs, and leaves a CPU to the other stages while
         they have work (else a pool could hold every CPU while its input waits on them)."""
-        cpus, gpus, actor_cpus = self._in_use(pending, pools)
-        if cpus + pool.cpus > self._cpus:
+        if usage.cpus + pool.cpus > self._cpus:
             return False
-        if pool.gpus > 0 and gpus + pool.gpus > len(self._gpus) + 1e-6:
+        if pool.gpus > 0 and usage.gpus + pool.gpus > len(self._gpus) + 1e-6:
             return False
-        others_busy = any(s.stage_id != spec.stage_id for s in queue) or any(
-            f.spec.stage_id != spec.stage_id for f in pending.values()
-        )
-        return not others_busy or actor_cpus + pool.cpus <= self._cpus - 1
+        others_busy = bool(usage.working - {spec.stage_id})
+        return not others_busy or usage.actor_cpus + pool.cpus <= self._cpus - 1
 
     def _outcome(
         self, ref: object, spec: TaskSpec, submitted: float, data: object | None = None
