@@ -71,6 +71,11 @@ def bucket_groups(
     return [g for g in _split_contiguous(sizes, min(n, groups)) if g] or [[]]
 
 
+def one_to_one_input(result: TaskResult) -> DataInput:
+    """The input a one-to-one exchange makes of a producer task's output."""
+    return DataInput([result.output.partition], result.output.schema)
+
+
 def slot_inputs(
     slot: SourceSlot | StageSlot,
     results: dict[int, list[TaskResult]],
@@ -82,7 +87,7 @@ def slot_inputs(
     upstream = [r for sid in slot.stages for r in results[sid]]
     schema = _schema(upstream)
     if slot.kind == "one_to_one":
-        return [DataInput([r.output.partition], r.output.schema) for r in results[slot.stages[0]]]
+        return [one_to_one_input(r) for r in results[slot.stages[0]]]
     if slot.kind == "gather":
         return [DataInput(_pieces(upstream), schema)]
     if slot.kind == "concat":

@@ -35,23 +35,26 @@ from millpond.execution.failures import (
     error_text,
     task_error,
 )
-from millpond.execution.inputs import merge_partitions, prepare_range, runs_inline, task_inputs
+from millpond.execution.inputs import (
+    merge_partitions,
+    one_to_one_input,
+    prepare_range,
+    runs_inline,
+    task_inputs,
+)
 from millpond.execution.pool import Demand
 from millpond.execution.progress import progress_enabled, stage_bar
 from millpond.execution.report import StageReport, TaskRecord, write_report
 from millpond.execution.resources import TaskResources
-from millpond.execution.stage_run import StageRun
+from millpond.execution.stage_run import StageRun, concurrency_cap
 from millpond.execution.task import TaskResult, TaskSpec
 from millpond.execution.worker import Failure
-from millpond.io.formats import file_extension
 from millpond.operators.base import Step
-from millpond.operators.data import DataInput, ObjectPartition, PartitionInput
+from millpond.operators.data import PartitionInput
 from millpond.operators.sinks import (
-    TMP_SUFFIX,
     BucketSink,
     MaterializeSink,
     Sink,
-    WriteSink,
 )
 from millpond.planning.physical import PhysicalPlan, SourceSlot, Stage
 
@@ -317,8 +320,7 @@ class Job:
         inline = small or sql_only
         if inline and stage.gpu_limit and not self.engine.runs_gpu_stages_inline:
             inline = False  # GPU tasks go where the engine has GPUs
-        cap = _concurrency_cap(stage)
-        if inline and cap is not None and not self.engine.runs_gpu_stages_inline:
+        if inline and concurrency_cap(stage) and not self.engine.runs_gpu_stages_inline:
             inline = False  # map_batches(concurrency=) runs in the engine's workers (actors)
         self._in_memory[stage.id] = small
         return self._new_run(stage, inputs, inline)
@@ -341,8 +343,7 @@ class Job:
         self.stage_tasks[stage.id] = (ntasks, inline)
         reused = self.checkpoints.reusable(stage, ntasks)
         label = f"stage {stage.id + 1}/{len(self.plan.stages)}: {_short(stage.describe_ops())}"
-        cap = _concurrency_cap(stage)
-        run = StageRun(stage, inputs, inline, label, None if inline else cap, reused)
+        run = StageRun(stage, inputs, inline, label, reused)
         for index, result in sorted(reused.items()):
             self.records.append(
                 TaskRecord(
@@ -357,9 +358,7 @@ class Job:
                     result.output.nbytes,
                 )
             )
-        if run.todo and not (
-            stage.limit_rows is not None and self._enough_rows(run.results, stage.limit_rows)
-        ):
+        if run.todo and not run.enough_rows():
             self.checkpoints.mark_changed(stage)
         log.debug(
             "%s: %d task(s) (%d reused), %s",
@@ -415,7 +414,7 @@ class Job:
             if isinstance(slot, SourceSlot):  # broadcast: the same for every task
                 row.append(slot.partitions[0])
             else:
-                row.append(DataInput([result.output.partition], result.output.schema))
+                row.append(one_to_one_input(result))
         consumer.inputs[index] = row
         if index not in consumer.reused:
             self._hand_new(consumer, index, queue)
@@ -429,7 +428,7 @@ class Job:
         final = by_id.get(self.plan.final.id) if stream else None
         queue: deque[TaskSpec] = deque()
         first = runs[0]
-        if not (head.limit_rows is not None and self._enough_rows(first.results, head.limit_rows)):
+        if not first.enough_rows():
             for index in first.todo:
                 self._hand_new(first, index, queue)
         for run in runs[1:]:  # tasks whose producer's result was reused
@@ -449,11 +448,10 @@ class Job:
                 for consumer in run.consumers:
                     self._feed(consumer, result.index, result, queue)
                 if run.producer is not None and run.producer.stage.id in self.object_outputs:
-                    _release(run.producer.results[result.index])
+                    run.producer.release(result.index)
                 if run is final:
                     yield from final.ready_in_order()
-                limit = run.stage.limit_rows
-                if limit is not None and self._enough_rows(run.results, limit):
+                if run.enough_rows():
                     run.drop_waiting(queue)
                     if not queue and all(r.handed == 0 for r in runs if r is not run):
                         break
@@ -466,9 +464,6 @@ class Job:
         for run in runs:
             self.reports.append(run.report())
             self.results[run.stage.id] = run.done()
-            if run.stage.id in self.object_outputs:
-                for result in run.done():
-                    _release(result)
         if time.time() - self.started >= REPORT_EVERY_S:  # a long job: report its progress
             self._write_report()
 
@@ -560,32 +555,9 @@ class Job:
             stage, spec.index, spec.slots, inline, spec.attempt + 1, memory_limit=spec.memory_limit
         )
 
-    @staticmethod
-    def _enough_rows(results: list[TaskResult | None], limit: int) -> bool:
-        rows = 0
-        for r in results:
-            if r is None:
-                return False
-            rows += r.output.rows
-            if rows >= limit:
-                return True
-        return False
-
     def _discard_attempt(self, spec: TaskSpec) -> None:
         """Remove what an attempt of a task wrote (whole or in part)."""
-        paths = []
-        sink = spec.sink
-        if isinstance(sink, MaterializeSink) and sink.path:
-            paths += [sink.path, sink.path + TMP_SUFFIX]
-        elif isinstance(sink, BucketSink) and sink.directory:
-            paths += [sink.directory, sink.directory + TMP_SUFFIX]
-        elif isinstance(sink, WriteSink):
-            if sink.partition_by:  # a folder of the task's own
-                paths.append(sink.directory)
-            else:  # one file of the task's in the shared staging folder
-                paths.append(
-                    os.path.join(sink.directory, sink.basename + file_extension(sink.format))
-                )
+        paths = spec.sink.attempt_paths()
         paths.append(
             os.path.join(
                 self.dir, f"stage-{spec.stage_id}", f"work-{spec.index:05d}-a{spec.attempt}"
@@ -619,21 +591,8 @@ class Job:
             pass
 
 
-def _release(result: TaskResult | None) -> None:
-    """Let the engine free an output kept in its object store (its reader has run)."""
-    partition = result.output.partition if result is not None else None
-    if isinstance(partition, ObjectPartition):
-        partition.ref = None
-
-
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _concurrency_cap(stage: Stage) -> int | None:
-    """The most tasks of ``stage`` that may run at once (``map_batches(concurrency=)``)."""
-    caps = [op.concurrency[1] for op in stage.ops if getattr(op, "concurrency", None)]
-    return min(caps) if caps else None
 
 
 def _demand(spec: TaskSpec) -> Demand:

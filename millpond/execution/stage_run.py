@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from millpond.execution.report import StageReport
 from millpond.execution.task import TaskResult, TaskSpec
-from millpond.operators.data import PartitionInput
+from millpond.operators.data import ObjectPartition, PartitionInput
 from millpond.planning.physical import Stage
 
 
@@ -19,15 +19,15 @@ class StageRun:
     """The state of ``stage`` while it runs.
 
     ``inputs`` holds each task's input partitions; a pipelined stage's are filled in task
-    by task as its producer's tasks end. ``cap`` (``map_batches(concurrency=)``) bounds the
-    tasks handed to the engine at once; the others wait in ``held``."""
+    by task as its producer's tasks end. ``cap`` (``map_batches(concurrency=)``, on the
+    workers) bounds the tasks handed to the engine at once; the others wait in ``held``."""
 
     stage: Stage
     inputs: list[list[PartitionInput] | None]
     inline: bool
     label: str
-    cap: int | None = None
     reused: dict[int, TaskResult] = field(default_factory=dict)
+    cap: int | None = field(init=False, default=None)
     producer: StageRun | None = None
     consumers: list[StageRun] = field(default_factory=list)
     results: list[TaskResult | None] = field(default_factory=list)
@@ -40,6 +40,7 @@ class StageRun:
     bar: object = None
 
     def __post_init__(self) -> None:
+        self.cap = None if self.inline else concurrency_cap(self.stage)
         self.results = [None] * len(self.inputs)
         for index, result in self.reused.items():
             self.results[index] = result
@@ -79,6 +80,28 @@ class StageRun:
         queue.clear()
         queue.extend(others)
 
+    def enough_rows(self) -> bool:
+        """Whether the stage's first tasks, in partition order, already hold its
+        ``limit_rows`` (a limit over a gather: the other tasks need not run)."""
+        limit = self.stage.limit_rows
+        if limit is None:
+            return False
+        rows = 0
+        for r in self.results:
+            if r is None:
+                return False
+            rows += r.output.rows
+            if rows >= limit:
+                return True
+        return False
+
+    def release(self, index: int) -> None:
+        """Let the engine free task ``index``'s output kept in its object store (the task
+        that reads it has run)."""
+        result = self.results[index]
+        if result is not None and isinstance(result.output.partition, ObjectPartition):
+            result.output.partition.ref = None
+
     def ready_in_order(self) -> list[TaskResult]:
         """Results not yet streamed that follow, in partition order, those that were."""
         out = []
@@ -105,3 +128,9 @@ class StageRun:
 
     def done(self) -> list[TaskResult]:
         return [r for r in self.results if r is not None]
+
+
+def concurrency_cap(stage: Stage) -> int | None:
+    """The most tasks of ``stage`` that may run at once (``map_batches(concurrency=)``)."""
+    caps = [op.concurrency[1] for op in stage.ops if getattr(op, "concurrency", None)]
+    return min(caps) if caps else None

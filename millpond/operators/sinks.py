@@ -100,6 +100,10 @@ class MaterializeSink:
     def describe(self) -> str:
         return "materialize" if self.path else "collect"
 
+    def attempt_paths(self) -> list[str]:
+        """What an attempt writes (whole or in part): removed when it is discarded."""
+        return [self.path, self.path + TMP_SUFFIX] if self.path else []
+
     def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
         if self.path is None:
             table = ctx.con.sql(rel).to_arrow_table()
@@ -146,6 +150,10 @@ class BucketSink:
 
     def describe(self) -> str:
         return f"exchange {self.bucketing.describe()}"
+
+    def attempt_paths(self) -> list[str]:
+        """What an attempt writes (whole or in part): removed when it is discarded."""
+        return [self.directory, self.directory + TMP_SUFFIX] if self.directory else []
 
     def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
         bucketed = self.bucketing.bucketed(ctx, rel, self.step)
@@ -212,6 +220,13 @@ class WriteSink:
         by = f" partitioned by {self.partition_by}" if self.partition_by else ""
         return f"write {self.format}{by}"
 
+    def attempt_paths(self) -> list[str]:
+        """What an attempt writes: a folder of the task's own when partitioned, else one
+        file of the task's in the shared staging folder."""
+        if self.partition_by:
+            return [self.directory]
+        return [os.path.join(self.directory, self.basename + file_extension(self.format))]
+
     def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
         os.makedirs(self.directory, exist_ok=True)
         if self.partition_by:
@@ -241,6 +256,9 @@ class CountSink:
 
     def describe(self) -> str:
         return "count"
+
+    def attempt_paths(self) -> list[str]:
+        return []
 
     def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
         rows = ctx.con.sql(f"SELECT count(*) FROM ({rel})").fetchall()[0][0]

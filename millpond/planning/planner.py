@@ -162,14 +162,12 @@ class Planner:
         """End ``fragment``'s stage where the next step runs elsewhere (on GPUs, in an actor
         pool): the next stage takes the output task by task, pipelined."""
         outer, self._exchange_resources = self._exchange_resources, None
-        try:
-            stage_id = self.close(fragment, "materialize")
+        try:  # the producer keeps its own resources, not those of the step after the cut
+            out = self.exchange(fragment, "one_to_one")
         finally:
             self._exchange_resources = outer
-        return Fragment(
-            [StageSlot("one_to_one", [stage_id], pipelined=True)],
-            partitions=fragment.partitions,
-        )
+        out.slots[0].pipelined = True
+        return out
 
     def _partialsql(self, node: L.PartialSql) -> Fragment:
         fragment = self.fragment(node.inputs[0])
