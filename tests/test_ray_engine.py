@@ -173,6 +173,27 @@ def test_a_task_whose_ray_worker_dies_is_retried(sessions, dataset, tmp_path):
     assert failed and failed[0].retried
 
 
+def _run_script(
+    script: str, *args: str, timeout: int = 120, drop: tuple[str, ...] = ("MILLPOND_",), **env: str
+):
+    """Run ``script`` in a Python process of its own (this one is attached to the test
+    session's head), importing millpond from this checkout, without this process's
+    variables that start with ``drop`` and with ``env`` added."""
+    import subprocess
+    import sys
+
+    variables = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    variables["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
+    variables.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=variables,
+    )
+
+
 def _kill_first_seen(directory: str, killed: list[int], wait: float = 0.0) -> None:
     """SIGKILL the process named by the first file to appear in ``directory`` (names start
     with a pid: a Ray worker or actor of this test session's own Ray head), ``wait``
@@ -315,19 +336,8 @@ print("OK")
 def test_engine_ray_starts_a_local_ray_on_loopback_and_stops_it(tmp_path):
     """Without an address, ``engine="ray"`` starts Ray on 127.0.0.1 and shutdown() stops it
     (in a process of its own: this one is attached to the test session's head)."""
-    import subprocess
-    import sys
-
     pytest.importorskip("psutil")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MILLPOND_", "RAY_"))}
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
-    done = subprocess.run(
-        [sys.executable, "-c", LOCAL_RAY_SCRIPT, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = _run_script(LOCAL_RAY_SCRIPT, str(tmp_path), drop=("MILLPOND_", "RAY_"))
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-4000:]
 
 
@@ -346,18 +356,7 @@ print("OK")
 
 def test_attach_through_a_ray_client_address(ray_head, tmp_path):
     """``ray://host:port`` (Ray Client), in a process of its own (this one is attached)."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")}
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
-    done = subprocess.run(
-        [sys.executable, "-c", CLIENT_SCRIPT, ray_head["client"], str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = _run_script(CLIENT_SCRIPT, ray_head["client"], str(tmp_path))
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-4000:]
 
 
@@ -393,23 +392,11 @@ print(json.dumps(result.final_output.to_arrow_table().select(["dev", "t0", "t1"]
 def test_gpu_tasks_run_as_many_at_once_as_there_are_gpus(tmp_path):
     """A head with 24 CPUs and 2 declared GPUs: tasks of gpu_limit=1 (8 CPUs each, as in
     smallpond) could run 3 at once by CPUs but run 2 at once, each on its own GPU."""
-    import json
-    import subprocess
-    import sys
 
     from conftest import start_ray_head
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")}
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
-    env["MILLPOND_INLINE_BYTES"] = "0"
     with start_ray_head(num_cpus=24, num_gpus=2) as head:
-        done = subprocess.run(
-            [sys.executable, "-c", GPU_SCRIPT, head["address"], str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+        done = _run_script(GPU_SCRIPT, head["address"], str(tmp_path), MILLPOND_INLINE_BYTES="0")
     assert done.returncode == 0, done.stderr[-4000:]
     tasks = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(tasks) == 6 and {t["dev"] for t in tasks} == {"0", "1"}
@@ -805,26 +792,15 @@ def test_a_local_data_root_that_a_node_cannot_see_is_refused_at_start_up(tmp_pat
     see the driver's ``hidden`` directory: init refuses a data_root there, naming the
     node; with a data_root both nodes see (a shared mount, here the same disk) a job's
     tasks run on both nodes, and tasks asking for more CPUs than a node has still run."""
-    import subprocess
-    import sys
-
     from conftest import start_ray_head, start_ray_node
 
     hidden = tmp_path / "hidden"
     (hidden / "root").mkdir(parents=True)
     shared = tmp_path / "shared"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")}
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(millpond.__file__)))
     with start_ray_head(num_cpus=1, num_gpus=0) as head:
         with start_ray_node(head["address"], 1, str(hidden)) as node_log:
-            done = subprocess.run(
-                [sys.executable, "-c", NODES_SCRIPT, head["address"], str(hidden / "root")]
-                + [str(shared)],
-                capture_output=True,
-                text=True,
-                timeout=240,
-                env=env,
-            )
+            root = str(hidden / "root")
+            done = _run_script(NODES_SCRIPT, head["address"], root, str(shared), timeout=240)
             with open(node_log) as f:
                 log = f.read()
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + log[-2000:]
