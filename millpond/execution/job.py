@@ -344,20 +344,8 @@ class Job:
         reused = self.checkpoints.reusable(stage, ntasks)
         label = f"stage {stage.id + 1}/{len(self.plan.stages)}: {_short(stage.describe_ops())}"
         run = StageRun(stage, inputs, inline, label, reused)
-        for index, result in sorted(reused.items()):
-            self.records.append(
-                TaskRecord(
-                    stage.id,
-                    index,
-                    result.attempt,
-                    "reused",
-                    result.started,
-                    result.finished,
-                    result.pid,
-                    max(0, result.output.rows),
-                    result.output.nbytes,
-                )
-            )
+        for _, result in sorted(reused.items()):
+            self.records.append(TaskRecord.of_result(result, "reused"))
         if run.todo and not run.enough_rows():
             self.checkpoints.mark_changed(stage)
         log.debug(
@@ -503,18 +491,7 @@ class Job:
         if self.fingerprint is not None:  # a resumable job: record its progress
             self.checkpoints.save_done(result)
         self.records.append(
-            TaskRecord(
-                stage.id,
-                spec.index,
-                spec.attempt,
-                "ok",
-                outcome.started or result.started,
-                outcome.finished or result.finished,
-                outcome.pid or result.pid,
-                max(0, result.output.rows),
-                result.output.nbytes,
-                memory_limit=spec.memory_limit,
-            )
+            TaskRecord.of_result(result, "ok", outcome, memory_limit=spec.memory_limit)
         )
         run.bar.update(1)
         return result

@@ -67,6 +67,23 @@ class TaskRecord:
     memory_limit: int = 0
     retried: bool = False  # a failed attempt that another attempt followed
 
+    @classmethod
+    def of_result(cls, result, status: str, outcome=None, memory_limit: int = 0) -> TaskRecord:
+        """The record of a task's result: reused, or ``ok`` with the ``outcome`` saying
+        where and when the engine ran it (the task's own clock where it does not)."""
+        return cls(
+            result.stage_id,
+            result.index,
+            result.attempt,
+            status,
+            (outcome and outcome.started) or result.started,
+            (outcome and outcome.finished) or result.finished,
+            (outcome and outcome.pid) or result.pid,
+            max(0, result.output.rows),
+            result.output.nbytes,
+            memory_limit=memory_limit,
+        )
+
 
 def _where(job, stage_id: int, inline: bool | None) -> str | None:
     """Where a stage ran, and how its data moved when not through files."""
