@@ -21,8 +21,11 @@ from millpond.errors import (
     SchemaMismatchError,
     SqlError,
     TaskFailedError,
+    TaskTimeoutError,
     UnpicklableFunctionError,
+    UnsafePathError,
 )
+from millpond.execution.failures import MemoryLimitError
 
 __version__ = "0.1.0"
 
@@ -44,6 +47,7 @@ def init(
     inline_bytes: int | str | None = None,
     batch_size: int | None = None,
     pipelining: bool | None = None,
+    task_timeout: float | None = None,
     **smallpond_options: object,
 ) -> Session:
     """Start a session on the embedded engine (no services needed).
@@ -56,7 +60,13 @@ def init(
     for a system reason (a worker died, an I/O error) are retried up to ``max_retry`` times;
     ``fail_fast=True`` turns every retry off. A GPU or actor-pool step runs in a stage of
     its own that starts on the first partitions its upstream stage finishes while that
-    stage goes on (``pipelining=False`` runs stages one after another). With ``job_id``
+    stage goes on (``pipelining=False`` runs stages one after another). A task running
+    longer than ``task_timeout`` seconds (default: no limit; a step's own ``timeout=``
+    also bounds the tasks it runs in) is stopped and retried per ``max_retry``, then fails
+    with :class:`TaskTimeoutError`. Python steps always run in worker processes, where a
+    crash or a hang cannot take this process down; a task whose worker grows past its
+    memory budget is stopped and retried with a larger one while the session's
+    ``memory_limit`` allows, then fails with ``MemoryLimitError``. With ``job_id``
     given, the session's jobs keep deterministic directories under ``data_root/job_id``,
     and running the same script again resumes each job from the tasks that had finished.
     Options smallpond
@@ -94,6 +104,7 @@ def init(
         inline_bytes=inline_bytes,
         batch_size=batch_size,
         pipelining=pipelining,
+        task_timeout=task_timeout,
     )
     return Session(config, session_id=job_id)
 
@@ -112,6 +123,9 @@ __all__ = [
     "SchemaMismatchError",
     "SqlError",
     "TaskFailedError",
+    "TaskTimeoutError",
     "UnpicklableFunctionError",
+    "UnsafePathError",
+    "MemoryLimitError",
     "__version__",
 ]

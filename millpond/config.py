@@ -23,18 +23,113 @@ def machine_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def machine_memory() -> int:
-    """Physical memory in bytes, capped by a cgroup limit when one is set."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as f:
-                raw = f.read().strip()
-            if raw.isdigit():
-                total = min(total, int(raw))
-        except OSError:
+# cgroup v1 reports "no limit" as the largest page-aligned signed 64-bit value (about 2**63);
+# anything this large cannot be a real limit.
+_CGROUP_UNLIMITED = 2**62
+
+
+def _read_text(path: str) -> str | None:
+    """A small kernel file's contents, or None when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _unescape_mountinfo(field: str) -> str:
+    """Undo the octal escapes the kernel writes in mountinfo paths (space, tab, newline, \\)."""
+    for code in ("040", "011", "012", "134"):  # backslash last: it may precede the others
+        field = field.replace("\\" + code, chr(int(code, 8)))
+    return field
+
+
+def _cgroup_mounts(root: str) -> list[tuple[str, str, str, set[str]]]:
+    """``(mount root, mount point, fs type, super options)`` of every cgroup mount."""
+    mounts = []
+    for line in (_read_text(os.path.join(root, "proc/self/mountinfo")) or "").splitlines():
+        fields = line.split()
+        # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
+        if "-" not in fields[6:]:
             continue
-    return total
+        sep = fields.index("-", 6)
+        if len(fields) < sep + 4 or fields[sep + 1] not in ("cgroup", "cgroup2"):
+            continue
+        mounts.append(
+            (
+                _unescape_mountinfo(fields[3]),
+                _unescape_mountinfo(fields[4]),
+                fields[sep + 1],
+                set(fields[sep + 3].split(",")),
+            )
+        )
+    return mounts
+
+
+def _smallest_limit(
+    root: str, mount_root: str, mount_point: str, path: str, name: str
+) -> int | None:
+    """Smallest limit file ``name`` from the cgroup at ``path`` up to the mount point.
+
+    ``path`` (from /proc/self/cgroup) is relative to the hierarchy root, while the mount shows
+    the hierarchy from ``mount_root`` down (in a container often the cgroup itself), so only
+    the part below ``mount_root`` is a directory under the mount point. A parent's limit
+    binds its children, hence the walk up.
+    """
+    path_parts = [p for p in path.split("/") if p not in ("", ".")]
+    root_parts = [p for p in mount_root.split("/") if p not in ("", ".")]
+    if ".." in path_parts or path_parts[: len(root_parts)] != root_parts:
+        return None  # our cgroup is not visible through this mount
+    parts = path_parts[len(root_parts) :]
+    base = os.path.join(root, mount_point.lstrip("/"))
+    limits = []
+    for depth in range(len(parts), -1, -1):
+        raw = (_read_text(os.path.join(base, *parts[:depth], name)) or "").strip()
+        if raw.isdigit() and int(raw) < _CGROUP_UNLIMITED:
+            limits.append(int(raw))
+    return min(limits, default=None)
+
+
+def _cgroup_memory_limit(root: str = "/") -> int | None:
+    """The memory limit of the cgroup this process is in (v1 or v2), or None if unlimited.
+
+    ``root`` is where ``proc/`` and the cgroup mounts are looked up, so tests can build a fake
+    tree. Only the hard limits count (v2 ``memory.max``, v1 ``memory.limit_in_bytes``); v2
+    ``memory.high`` is left out on purpose: it is a soft threshold where the kernel reclaims
+    (page cache first) and throttles instead of killing, so going past it slows a job rather
+    than failing it, and its common automatic setting (Kubernetes MemoryQoS, 90% of the limit)
+    already lies above the 80% the default ``memory_limit`` takes.
+    """
+    mounts = _cgroup_mounts(root)
+    limits = []
+    for line in (_read_text(os.path.join(root, "proc/self/cgroup")) or "").splitlines():
+        # hierarchy-ID:controller-list:cgroup-path; v2 is "0::/path"
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if not path:
+            continue
+        if hierarchy == "0" and not controllers:
+            candidates = [(r, p, "memory.max") for r, p, t, _ in mounts if t == "cgroup2"]
+        elif "memory" in controllers.split(","):
+            candidates = [
+                (r, p, "memory.limit_in_bytes")
+                for r, p, t, opts in mounts
+                if t == "cgroup" and "memory" in opts
+            ]
+        else:
+            continue
+        for mount_root, mount_point, name in candidates:
+            limit = _smallest_limit(root, mount_root, mount_point, path, name)
+            if limit is not None:
+                limits.append(limit)
+    return min(limits, default=None)
+
+
+def machine_memory() -> int:
+    """Physical memory in bytes, capped by the limit of the cgroup this process is in."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = _cgroup_memory_limit("/")
+    return total if limit is None else min(total, limit)
 
 
 def parse_size(value: str | int | float) -> int:
@@ -60,7 +155,8 @@ def _parse_bool(name: str, value: str) -> bool:
     raise ValueError(f"{ENV_PREFIX}{name}={value!r}: expected one of {sorted(_TRUE | _FALSE)}")
 
 
-def _default_data_root() -> str:
+def default_data_root() -> str:
+    """``$TMPDIR/millpond-$USER``: private to the user (see :mod:`millpond.io.scratch`)."""
     try:
         user = getpass.getuser()
     except Exception:  # pragma: no cover - no user database
@@ -72,7 +168,7 @@ def _default_data_root() -> str:
 class SessionConfig:
     """Everything a session needs to plan and run jobs; see :func:`millpond.init`."""
 
-    data_root: str = field(default_factory=_default_data_root)
+    data_root: str = field(default_factory=default_data_root)
     num_executors: int = field(default_factory=machine_cpus)
     memory_limit: int = field(default_factory=lambda: int(machine_memory() * 0.8))
     engine: str = "local"
@@ -86,6 +182,8 @@ class SessionConfig:
     fail_fast: bool = False  # no retries at all: the first failure of any task ends the job
     pipelining: bool = True  # pipelined stages start beside their producer (False: after it)
     ray_address: str | None = None
+    #: seconds a task may run before it is stopped and retried (None: no limit)
+    task_timeout: float | None = None
 
     @property
     def memory_per_task(self) -> int:
@@ -116,6 +214,7 @@ class SessionConfig:
             "fail_fast": lambda v: _parse_bool("FAIL_FAST", v),
             "pipelining": lambda v: _parse_bool("PIPELINING", v),
             "ray_address": str,
+            "task_timeout": float,
         }
         for name, convert in converters.items():
             raw = env.get(ENV_PREFIX + name.upper())
@@ -133,6 +232,8 @@ class SessionConfig:
             raise ValueError(f"num_executors must be >= 1, got {config.num_executors}")
         if config.memory_limit < 16 * MB:
             raise ValueError(f"memory_limit must be at least 16MB, got {config.memory_limit} bytes")
+        if config.task_timeout is not None and not config.task_timeout > 0:
+            raise ValueError(f"task_timeout must be > 0 seconds, got {config.task_timeout!r}")
         if config.engine not in ("local", "ray"):
             raise ValueError(f"engine must be 'local' or 'ray', got {config.engine!r}")
         config.data_root = os.path.abspath(os.path.expanduser(config.data_root))

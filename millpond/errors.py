@@ -41,3 +41,23 @@ class WorkerDiedError(MillpondError):
 
 class TaskFailedError(MillpondError):
     """A task failed for a reason that is not the user's code or query."""
+
+
+class UnsafePathError(MillpondError, PermissionError):
+    """millpond refused to delete or replace a path that is not its to remove: the
+    filesystem root, a home or working directory, an input of the job, or a directory that
+    is not a dataset."""
+
+
+class DataRootError(MillpondError, PermissionError):
+    """The ``data_root`` cannot be used safely (owned by another user, not a directory, a
+    symbolic link, or open to other users)."""
+
+
+class TaskTimeoutError(MillpondError, TimeoutError):
+    """A task ran longer than its ``task_timeout`` / step ``timeout`` and was stopped."""
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """A job was stopped by Ctrl-C or SIGTERM; its workers were stopped and nothing it was
+    writing was left behind. Uncaught, it prints one line instead of a traceback."""

@@ -10,6 +10,7 @@ import cloudpickle
 import pyarrow as pa
 
 from millpond.errors import PlanError, UnpicklableFunctionError
+from millpond.io.safety import remove_path
 from millpond.io.writer import DatasetWrite
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import FilePartition, PartitionData, TablePartition
@@ -112,37 +113,56 @@ class DataFrame:
             raise PlanError(
                 f"{step.label}: expected a SQL string or a callable, got {type(fn).__name__}"
             )
+        timeout = options.get("timeout")
+        if timeout is not None and not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+        ):
+            raise PlanError(
+                f"{step.label}: timeout must be a number of seconds > 0, got {timeout!r}"
+            )
         op = PythonOp(kind, _pickle(fn, step), step, **options)
         return self._with(L.Narrow((self._node,), step, op=op, resources=resources))
 
     # -- per-partition transformations ---------------------------------------
     def map(
-        self, sql_or_func: str | Callable[[dict], dict], *, schema: pa.Schema | None = None
+        self,
+        sql_or_func: str | Callable[[dict], dict],
+        *,
+        schema: pa.Schema | None = None,
+        timeout: float | None = None,
     ) -> DataFrame:
         """Each row to a new row: a SQL select list (``"a + b AS c, d"``) run in DuckDB, or a
-        Python function from a row dict to a row dict."""
+        Python function from a row dict to a row dict. ``timeout``: seconds a task running
+        the function may take before it is stopped (and retried per ``max_retry``)."""
         step = user_step(f"map({_label(sql_or_func)})")
         if isinstance(sql_or_func, str):
             return self._narrow(SqlOp(f"SELECT {sql_or_func} FROM {{0}}", step), step)
-        return self._python("map", sql_or_func, step, schema=schema)
+        return self._python("map", sql_or_func, step, schema=schema, timeout=timeout)
 
-    def filter(self, sql_or_func: str | Callable[[dict], bool]) -> DataFrame:
-        """Keep rows where a SQL condition holds, or a Python predicate over the row dict is true."""
+    def filter(
+        self, sql_or_func: str | Callable[[dict], bool], *, timeout: float | None = None
+    ) -> DataFrame:
+        """Keep rows where a SQL condition holds, or a Python predicate over the row dict is
+        true (``timeout`` as in :meth:`map`)."""
         step = user_step(f"filter({_label(sql_or_func)})")
         if isinstance(sql_or_func, str):
             op = SqlOp(f"SELECT * FROM {{0}} WHERE ({sql_or_func})", step, predicate=sql_or_func)
             return self._narrow(op, step)
-        return self._python("filter", sql_or_func, step)
+        return self._python("filter", sql_or_func, step, timeout=timeout)
 
     def flat_map(
-        self, sql_or_func: str | Callable[[dict], list[dict]], *, schema: pa.Schema | None = None
+        self,
+        sql_or_func: str | Callable[[dict], list[dict]],
+        *,
+        schema: pa.Schema | None = None,
+        timeout: float | None = None,
     ) -> DataFrame:
         """Each row to zero or more rows: a SQL select list (e.g. with ``unnest``), or a Python
-        function from a row dict to a list of row dicts."""
+        function from a row dict to a list of row dicts (``timeout`` as in :meth:`map`)."""
         step = user_step(f"flat_map({_label(sql_or_func)})")
         if isinstance(sql_or_func, str):
             return self._narrow(SqlOp(f"SELECT {sql_or_func} FROM {{0}}", step), step)
-        return self._python("flat_map", sql_or_func, step, schema=schema)
+        return self._python("flat_map", sql_or_func, step, schema=schema, timeout=timeout)
 
     def map_batches(
         self,
@@ -154,6 +174,7 @@ class DataFrame:
         concurrency: int | tuple[int, int] | None = None,
         num_gpus: float | None = None,
         num_cpus: int | None = None,
+        timeout: float | None = None,
     ) -> DataFrame:
         """A Python function over whole batches (a pyarrow Table, a pandas DataFrame, or a
         dict of numpy arrays). A class is constructed once per worker process and its
@@ -163,7 +184,8 @@ class DataFrame:
         (the stage's ``gpu_limit`` / ``cpu_limit``). ``concurrency`` (``n`` or
         ``(min, max)``): at most ``max`` tasks of the stage run at once; on Ray, a callable
         class with ``concurrency`` runs in a pool of ``min`` to ``max`` actors, each of which
-        constructs the class once and runs task after task of the stage."""
+        constructs the class once and runs task after task of the stage. ``timeout``: as
+        in :meth:`map`."""
         if batch_format not in BATCH_FORMATS:
             raise PlanError(f"batch_format must be one of {BATCH_FORMATS}, got {batch_format!r}")
         step = user_step(f"map_batches({callable_name(func)})")
@@ -185,6 +207,7 @@ class DataFrame:
             schema=schema,
             concurrency=bounds,
             udf_is_class=isinstance(func, type),
+            timeout=timeout,
         )
 
     def select(self, *columns: str) -> DataFrame:
@@ -455,11 +478,13 @@ class DataFrame:
         self, fmt: str, path: str, partition_by: str | Sequence[str] | None, mode: str
     ) -> None:
         write = DatasetWrite(path, fmt, mode, _names(partition_by, "partition_by"))
+        job = self.session.job(self._node, write.sink, f"write_{fmt}")
+        write.inputs = job.plan.input_files() + [self.session.config.data_root]
         if not write.wanted():
             return
-        job = self.session.job(self._node, write.sink, f"write_{fmt}")
         write.job_id = job.unique_id
         try:
+            write.prepare()
             job.run()
             write.commit()
         except BaseException:
@@ -531,6 +556,6 @@ def _remove_result_files(parts: list[PartitionData | None], session: Session) ->
             for f in part.files:
                 if f.startswith(results):
                     try:
-                        os.remove(f)
+                        remove_path(f, within=results)
                     except OSError:
                         pass

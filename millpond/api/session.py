@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from millpond.config import SessionConfig
-from millpond.errors import PlanError
+from millpond.config import SessionConfig, default_data_root
+from millpond.errors import DataRootError, PlanError
 from millpond.execution.engine import Engine, LocalEngine
 from millpond.execution.job import FinalSink, Job, new_job_id, remove_intermediate
 from millpond.execution.task import TaskResult
 from millpond.io.filesystem import partition_files, resolve_files
-from millpond.io.formats import READ_EXTENSIONS, ScanFormat, duckdb_columns
+from millpond.io.formats import (
+    READ_EXTENSIONS,
+    ScanFormat,
+    check_parquet_schemas,
+    duckdb_columns,
+)
+from millpond.io.safety import remove_path
+from millpond.io.scratch import private_directory
 from millpond.operators.base import user_step
 from millpond.operators.sql import SqlOp
 from millpond.planning import logical as L
@@ -52,6 +59,7 @@ class Session:
         self.config = config
         self.session_id = session_id or new_job_id()
         self.session_dir = os.path.join(config.data_root, self.session_id)
+        _claim_scratch_space(config.data_root, self.session_dir)
         # with an id of the user's, a re-run of the same script finds its jobs' directories
         # (job-0001, job-0002… in the order they run) and resumes them
         self.resumable = session_id is not None
@@ -87,7 +95,8 @@ class Session:
         for entry in os.listdir(self.session_dir):
             path = os.path.join(self.session_dir, entry)
             if entry in ("cache", "results", "spill"):
-                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    remove_path(path, within=self.session_dir)
             elif entry.startswith("job-") and os.path.isdir(path):
                 failed = os.path.exists(os.path.join(path, "FAILED.txt"))
                 if not (self.resumable and failed):
@@ -127,9 +136,14 @@ class Session:
         recursive: bool,
         step_label: str,
         npartitions: int | None = None,
+        glob: bool = True,
     ) -> DataFrame:
         step = user_step(step_label)
-        files = resolve_files(paths, extensions=READ_EXTENSIONS[fmt.name], recursive=recursive)
+        files = resolve_files(
+            paths, extensions=READ_EXTENSIONS[fmt.name], recursive=recursive, glob=glob
+        )
+        if fmt.name == "parquet" and not fmt.options.get("union_by_name"):
+            check_parquet_schemas([f.path for f in files])
         partitions = partition_files(files, npartitions, self._target_partition_bytes(files))
         return self._df(L.Scan((), step, format=fmt, partitions=partitions))
 
@@ -147,11 +161,16 @@ class Session:
         hive_partitioning: bool | None = None,
         recursive: bool = False,
         npartitions: int | None = None,
+        glob: bool = True,
     ) -> DataFrame:
-        """Parquet files: a path, a glob, a directory or a list of them (local or fsspec URLs)."""
+        """Parquet files: a path, a glob, a directory or a list of them (local or fsspec URLs).
+        Files found by listing a directory or expanding a glob are read as named; pass
+        ``glob=False`` to read paths with ``*``, ``?`` or ``[`` in their names literally
+        (or escape them as ``[*]``, ``[?]``, ``[[]``). Files whose schemas differ are refused
+        unless ``union_by_name``."""
         options = {"union_by_name": union_by_name or None, "hive_partitioning": hive_partitioning}
         label = f"read_parquet({_describe_paths(paths)})"
-        df = self._scan(ScanFormat("parquet", options), paths, recursive, label, npartitions)
+        df = self._scan(ScanFormat("parquet", options), paths, recursive, label, npartitions, glob)
         return df.select(*columns) if columns else df
 
     def read_csv(
@@ -162,8 +181,9 @@ class Session:
         header: bool | None = None,
         recursive: bool = False,
         npartitions: int | None = None,
+        glob: bool = True,
     ) -> DataFrame:
-        """CSV files. With a ``schema`` (pyarrow schema or ``{name: type}``, in column order)
+        """CSV files (paths as in :meth:`read_parquet`, ``glob`` too). With a ``schema`` (pyarrow schema or ``{name: type}``, in column order)
         the files have no header row unless ``header=True`` — smallpond's convention; without
         one, names come from the header row and types are inferred."""
         if header is None:
@@ -177,6 +197,7 @@ class Session:
             recursive,
             f"read_csv({_describe_paths(paths)})",
             npartitions,
+            glob,
         )
 
     def read_json(
@@ -185,8 +206,10 @@ class Session:
         schema: pa.Schema | Mapping[str, Any] | None = None,
         recursive: bool = False,
         npartitions: int | None = None,
+        glob: bool = True,
     ) -> DataFrame:
-        """JSON lines files (one object per line); ``schema`` optional."""
+        """JSON lines files (one object per line); ``schema`` optional; paths as in
+        :meth:`read_parquet`."""
         options: dict[str, object] = {}
         if schema is not None:
             options["columns"] = duckdb_columns(schema)
@@ -196,6 +219,7 @@ class Session:
             recursive,
             f"read_json({_describe_paths(paths)})",
             npartitions,
+            glob,
         )
 
     def from_arrow(
@@ -314,6 +338,21 @@ class Session:
         )
         self.last_job = job
         return job
+
+
+def _claim_scratch_space(data_root: str, session_dir: str) -> None:
+    """The data_root and this session's directory, private to the user. The default
+    data_root (in the shared temporary directory, where another user could create it
+    first) must be the user's own directory; an explicit one may be shared (a cluster's
+    mount), but the session directory in it is always the user's, mode 0700."""
+    hint = " Pass data_root= (or set MILLPOND_DATA_ROOT) to a directory of your own."
+    if data_root == os.path.abspath(default_data_root()):
+        private_directory(data_root, "the default data_root", hint)
+    else:
+        os.makedirs(data_root, exist_ok=True)
+        if not os.path.isdir(data_root):
+            raise DataRootError(f"cannot use data_root {data_root!r}: it is not a directory")
+    private_directory(session_dir, "the session directory", hint)
 
 
 def _describe_paths(paths: str | Sequence[str]) -> str:

@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from millpond.io.safety import remove_path
+
 __all__ = [
     "CORPUS_SCHEMA",
     "CorpusSpec",
@@ -466,10 +468,9 @@ def generate_corpus(path: str, rows: int = 300_000, files: int = 8, seed: int = 
         raise ValueError("rows must be >= 0 and files >= 1")
     os.makedirs(path, exist_ok=True)
     for old in corpus_files(path):
-        os.remove(old)
+        remove_path(old)
     manifest = os.path.join(path, MANIFEST_NAME)
-    if os.path.exists(manifest):
-        os.remove(manifest)
+    remove_path(manifest, within=path)
 
     rng = np.random.default_rng([seed, GENERATOR_VERSION])
     table = _TokenTable(vocabulary())

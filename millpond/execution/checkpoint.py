@@ -1,23 +1,39 @@
 """Resuming a job: a fingerprint of what a plan computes, one ``.done`` record per finished
-task, and which of a previous run's tasks a re-run of the same plan may reuse."""
+task, and which of a previous run's tasks a re-run of the same plan may reuse.
+
+A record is JSON (``"format": 1``), never a pickle: anyone able to write into the job
+directory could otherwise run code as the user. Arrow data in it travels as Arrow IPC, which
+reading cannot execute: the output's schema as base64 in the JSON, its tables (in-memory
+partitions and buckets, the sort sample) as IPC streams one after another in a sidecar
+``task-<i>.done.arrow``, bound to the record by its SHA-256. On reading, a record is reused
+only if it is well formed and names files of this job's own: a planted record must not make
+the job read, or hand the user, anyone else's data."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import pickle
-import shutil
 from collections.abc import Callable
+from typing import TypeVar
 
 import pyarrow as pa
 
 from millpond.execution.task import TaskResult
+from millpond.io.commit import STAGING_MARK
+from millpond.io.safety import remove_path
 from millpond.operators.base import Step
-from millpond.operators.data import FilePartition, ScanInput, TablePartition
+from millpond.operators.data import (
+    FilePartition,
+    ObjectPartition,
+    PartitionData,
+    ScanInput,
+    TablePartition,
+)
 from millpond.operators.sinks import Sink, SinkOutput, WriteSink
 from millpond.planning.physical import PhysicalPlan, Stage, StageSlot
 
@@ -25,6 +41,10 @@ log = logging.getLogger("millpond.job")
 
 FINGERPRINT_FILE = "fingerprint.json"
 DONE_SUFFIX = ".done"
+TABLES_SUFFIX = ".arrow"  # the sidecar of a record's tables: task-<i>.done.arrow
+RECORD_FORMAT = 1
+
+T = TypeVar("T")
 
 
 class Checkpoints:
@@ -71,12 +91,35 @@ class Checkpoints:
     def done_path(self, stage_id: int, index: int) -> str:
         return os.path.join(self.dir, f"stage-{stage_id}", f"task-{index}{DONE_SUFFIX}")
 
+    def tables_path(self, stage_id: int, index: int) -> str:
+        return self.done_path(stage_id, index) + TABLES_SUFFIX
+
+    @property
+    def unique_id(self) -> str:
+        """The job's unique id (``Job.unique_id``: ``<session id>-<job id>``, the names of the
+        job directory and its parent), which names the staging of its user outputs."""
+        job_dir = os.path.normpath(self.dir)
+        session_id = os.path.basename(os.path.dirname(job_dir))
+        return f"{session_id}-{os.path.basename(job_dir)}"
+
     def save_done(self, result: TaskResult) -> None:
-        """Record a finished task (tmp file + rename: a ``.done`` file is always whole)."""
+        """Record a finished task: its tables' sidecar first, then the record (each tmp file
+        + rename, so each is whole; a record beside another run's sidecar fails its digest)."""
+        output = result.output
+        if any(
+            isinstance(p, ObjectPartition) for p in [output.partition, *output.buckets.values()]
+        ):
+            return  # it lives in the engine's object store, which a re-run does not have
         try:
             path = self.done_path(result.stage_id, result.index)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _write_atomic(path, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+            tables: list[pa.Table] = []
+            record = _encode_result(result, tables)
+            if tables:
+                data, extents = _serialize_tables(tables)
+                _write_atomic(self.tables_path(result.stage_id, result.index), data)
+                record["tables"] = {"sha256": hashlib.sha256(data).hexdigest(), "extents": extents}
+            _write_atomic(path, json.dumps(record).encode())
         except Exception:  # noqa: BLE001 - resuming is best effort; the job goes on
             log.warning("could not record that %s finished", result.index, exc_info=True)
 
@@ -90,21 +133,68 @@ class Checkpoints:
         reused: dict[int, TaskResult] = {}
         for index in range(ntasks):
             try:
-                with open(self.done_path(stage.id, index), "rb") as f:
-                    result = pickle.load(f)
+                result = self._load_done(stage.id, index)
             except FileNotFoundError:
                 continue
-            except Exception:  # noqa: BLE001 - a damaged record: run the task again
-                log.debug("unreadable record of stage %s task %s", stage.id, index, exc_info=True)
+            except Exception:  # noqa: BLE001 - a damaged or foreign record: run the task again
+                log.debug("unusable record of stage %s task %s", stage.id, index, exc_info=True)
                 continue
-            if (
-                isinstance(result, TaskResult)
-                and result.stage_id == stage.id
-                and result.index == index
-                and all(os.path.exists(f) for f in output_files(result.output) if "://" not in f)
-            ):
+            if self._names_only_own_files(result.output):
                 reused[index] = result
+            else:
+                log.warning(
+                    "stage %s task %s: its record names files that are gone or not this job's; "
+                    "running it again",
+                    stage.id,
+                    index,
+                )
         return reused
+
+    def _load_done(self, stage_id: int, index: int) -> TaskResult:
+        """The record of a task, checked to be well formed (else :class:`ValueError`)."""
+        with open(self.done_path(stage_id, index), "rb") as f:
+            record = json.load(f)
+        if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+            raise ValueError("not a task record of a known format")
+        if _expect(record, "stage_id", int) != stage_id or _expect(record, "index", int) != index:
+            raise ValueError("the record of another task")
+        tables: list[pa.Table] = []
+        if "tables" in record:
+            with open(self.tables_path(stage_id, index), "rb") as f:
+                data = f.read()
+            tables = _deserialize_tables(data, _expect(record, "tables", dict))
+        return TaskResult(
+            stage_id=stage_id,
+            index=index,
+            output=_decode_output(_expect(record, "output", dict), tables),
+            started=_expect_number(record, "started"),
+            finished=_expect_number(record, "finished"),
+            pid=_expect(record, "pid", int),
+            attempt=_expect(record, "attempt", int),
+        )
+
+    def _names_only_own_files(self, output: SinkOutput) -> bool:
+        """Whether every file the output names is this job's and, if local, still there:
+        under the job directory or a staging directory of its own; remote ones (user
+        outputs only) in such a staging directory."""
+        job_dir = os.path.realpath(self.dir)
+        staging_suffix = STAGING_MARK + self.unique_id
+
+        def own_local_file(path: str) -> bool:
+            if not os.path.isabs(path):
+                return False
+            real = os.path.realpath(path)
+            inside = os.path.commonpath([real, job_dir]) == job_dir and real != job_dir
+            staged = any(d.endswith(staging_suffix) for d in real.split(os.sep)[:-1])
+            return (inside or staged) and os.path.exists(real)
+
+        def own_remote_file(url: str) -> bool:
+            folders = url.split("://", 1)[1].split("/")[:-1]
+            return ".." not in folders and any(d.endswith(staging_suffix) for d in folders)
+
+        return all(
+            own_remote_file(f) if "://" in f else own_local_file(f) for f in output_files(output)
+        )
 
     def mark_changed(self, stage: Stage) -> None:
         """``stage`` runs tasks: what stages downstream of it finished before is stale."""
@@ -118,9 +208,9 @@ class Checkpoints:
                 folder = os.path.join(self.dir, f"stage-{later.id}")
                 if os.path.isdir(folder):
                     for entry in os.listdir(folder):
-                        if entry.endswith(DONE_SUFFIX):
+                        if entry.endswith((DONE_SUFFIX, DONE_SUFFIX + TABLES_SUFFIX)):
                             with contextlib.suppress(OSError):
-                                os.remove(os.path.join(folder, entry))
+                                remove_path(os.path.join(folder, entry), within=self.dir)
 
 
 def _producers(stage: Stage) -> set[int]:
@@ -138,6 +228,133 @@ def _write_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+# -- records ------------------------------------------------------------------
+
+
+def _encode_result(result: TaskResult, tables: list[pa.Table]) -> dict[str, object]:
+    """A task's result as JSON-able values; its tables are appended to ``tables`` and named
+    by their position there."""
+    output = result.output
+
+    def table_ref(table: pa.Table) -> int:
+        tables.append(table)
+        return len(tables) - 1
+
+    def part(data: PartitionData) -> dict[str, object]:
+        if isinstance(data, FilePartition):
+            return {"files": list(data.files), "rows": data.rows, "nbytes": data.nbytes}
+        return {"table": table_ref(data.table)}
+
+    schema = output.schema
+    return {
+        "format": RECORD_FORMAT,
+        "stage_id": result.stage_id,
+        "index": result.index,
+        "started": result.started,
+        "finished": result.finished,
+        "pid": result.pid,
+        "attempt": result.attempt,
+        "output": {
+            "schema": None
+            if schema is None
+            else base64.b64encode(schema.serialize().to_pybytes()).decode(),
+            "rows": output.rows,
+            "nbytes": output.nbytes,
+            "partition": None if output.partition is None else part(output.partition),
+            "buckets": [[bucket, part(data)] for bucket, data in output.buckets.items()],
+            "sample": None if output.sample is None else table_ref(output.sample),
+            "written": list(output.written),
+        },
+    }
+
+
+def _decode_output(record: dict, tables: list[pa.Table]) -> SinkOutput:
+    """The output a record describes, checking each field's type (else :class:`ValueError`)."""
+
+    def table(ref: object) -> pa.Table:
+        if type(ref) is not int or not 0 <= ref < len(tables):
+            raise ValueError(f"no table {ref!r} in the record")
+        return tables[ref]
+
+    def part(data: object) -> PartitionData:
+        if not isinstance(data, dict):
+            raise ValueError("a partition is not an object")
+        if "table" in data:
+            return TablePartition(table(data["table"]))
+        files = _expect(data, "files", list)
+        # intermediate data is local: a remote file here is not this job's
+        if not all(isinstance(f, str) and os.path.isabs(f) for f in files):
+            raise ValueError("a partition names a file that is not a local absolute path")
+        return FilePartition(files, _expect(data, "rows", int), _expect(data, "nbytes", int))
+
+    schema = record.get("schema")
+    if schema is not None and not isinstance(schema, str):
+        raise ValueError("the schema is not base64 text")
+    written = _expect(record, "written", list)
+    if not all(isinstance(f, str) for f in written):
+        raise ValueError("a written file is not a path")
+    buckets: dict[int, PartitionData] = {}
+    for entry in _expect(record, "buckets", list):
+        if not (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int):
+            raise ValueError("a bucket is not a [number, partition] pair")
+        buckets[entry[0]] = part(entry[1])
+    sample = record.get("sample")
+    partition = record.get("partition")
+    return SinkOutput(
+        schema=None
+        if schema is None
+        else pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema, validate=True))),
+        rows=_expect(record, "rows", int),
+        nbytes=_expect(record, "nbytes", int),
+        partition=None if partition is None else part(partition),
+        buckets=buckets,
+        sample=None if sample is None else table(sample),
+        written=written,
+    )
+
+
+def _expect(record: dict, key: str, kind: type[T]) -> T:
+    """``record[key]``, which must be a ``kind`` (a bool is no number here)."""
+    value = record.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{key!r} of the record is not a {kind.__name__}")
+    return value
+
+
+def _expect_number(record: dict, key: str) -> float:
+    """``record[key]`` as a float (JSON writes a whole float, e.g. a time, as an int)."""
+    value = record.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{key!r} of the record is not a number")
+    return float(value)
+
+
+def _serialize_tables(tables: list[pa.Table]) -> tuple[bytes, list[list[int]]]:
+    """Tables as Arrow IPC streams one after another, with the [offset, length] of each."""
+    sink = pa.BufferOutputStream()
+    extents = []
+    for table in tables:
+        start = sink.tell()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        extents.append([start, sink.tell() - start])
+    return sink.getvalue().to_pybytes(), extents
+
+
+def _deserialize_tables(data: bytes, index: dict) -> list[pa.Table]:
+    """The tables of a sidecar, if it is the one its record describes (its digest)."""
+    if index.get("sha256") != hashlib.sha256(data).hexdigest():
+        raise ValueError("the tables are not those of the record")
+    buffer = pa.py_buffer(data)
+    tables = []
+    for extent in _expect(index, "extents", list):
+        if not (isinstance(extent, list) and len(extent) == 2):
+            raise ValueError("a table extent is not an [offset, length] pair")
+        offset, length = extent
+        tables.append(pa.ipc.open_stream(buffer.slice(offset, length)).read_all())
+    return tables
+
+
 def output_files(output: SinkOutput) -> list[str]:
     """The files a task's output lives in (all must exist for it to be reused)."""
     files = list(output.written)
@@ -153,7 +370,8 @@ def remove_intermediate(job_dir: str) -> None:
         return
     for entry in os.listdir(job_dir):
         if entry.startswith("stage-"):
-            shutil.rmtree(os.path.join(job_dir, entry), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_path(os.path.join(job_dir, entry), within=job_dir)
 
 
 # -- fingerprints -------------------------------------------------------------

@@ -252,9 +252,14 @@ def run_plan(plan: LogicalPlan, options: argparse.Namespace) -> ExecutionResult:
         job = session.new_job(
             session.physical_plan(*nodes), sinks, f"LogicalPlan {plan.root_node!r}"
         )
+        inputs = job.plan.input_files() + [session.config.data_root]
         for _node, _name, write in writes:
             write.job_id = job.unique_id
+            write.inputs = inputs
+            write.wanted()  # refuse an unsafe overwrite before any work
         try:
+            for _node, _name, write in writes:
+                write.prepare()
             job.run()
             outputs = {}
             for node, name, write in writes:

@@ -17,7 +17,8 @@ import duckdb
 
 from millpond.execution.pool import Demand, Outcome, WorkerPool
 from millpond.execution.task import TaskSpec, run_task
-from millpond.execution.worker import describe_failure
+from millpond.execution.watch import Watch
+from millpond.execution.worker import Failure, describe_failure
 
 log = logging.getLogger("millpond.engine")
 
@@ -127,27 +128,33 @@ class LocalEngine(Engine):
         if inline:
             yield from self._run_inline(queue)
             return
-        yield from self.pool.run(queue, demand=demand)
+        yield from self.pool.run(queue, demand=demand, watch=_watch)
 
     def _run_inline(self, queue: deque[TaskSpec]) -> Iterator[Outcome]:
-        """One task at a time in this process (a task's demand is always met)."""
+        """One task at a time in this process (a task's demand is always met). Only SQL
+        runs here (never the user's Python); a task past its timeout is interrupted."""
         if self._con is None:
             self._con = duckdb.connect()
         pid = os.getpid()
         while queue:
             spec = queue.popleft()
             started = time.time()
+            timer = threading.Timer(spec.timeout, self._con.interrupt) if spec.timeout else None
+            if timer is not None:
+                timer.start()
             try:
                 result = run_task(spec, self._con)
             except Exception as exc:  # noqa: BLE001 - classified like a worker's failure
-                yield Outcome(
-                    spec,
-                    failure=describe_failure(exc),
-                    pid=pid,
-                    started=started,
-                    finished=time.time(),
-                )
+                failure = describe_failure(exc)
+                if timer is not None and timer.finished.is_set():
+                    failure = Failure(
+                        "timeout", f"it ran longer than its timeout of {spec.timeout:g} s"
+                    )
+                yield Outcome(spec, failure=failure, pid=pid, started=started, finished=time.time())
                 continue
+            finally:
+                if timer is not None:
+                    timer.cancel()
             yield Outcome(spec, result=result, pid=pid, started=started, finished=result.finished)
 
     def shutdown(self) -> None:
@@ -158,3 +165,9 @@ class LocalEngine(Engine):
             if self._con is not None:
                 self._con.close()
                 self._con = None
+
+
+def _watch(spec: TaskSpec) -> Watch:
+    """The limits the pool enforces on a task: its memory budget on the whole worker
+    process, and its timeout."""
+    return Watch(memory=spec.memory_limit, timeout=spec.timeout)

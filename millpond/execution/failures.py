@@ -8,7 +8,13 @@ import traceback
 import cloudpickle
 
 from millpond.config import describe_size
-from millpond.errors import InputReadError, MillpondError, SqlError, TaskFailedError
+from millpond.errors import (
+    InputReadError,
+    MillpondError,
+    SqlError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
 from millpond.execution.task import TaskSpec
 from millpond.execution.worker import Failure
 from millpond.planning.physical import Stage
@@ -75,15 +81,26 @@ def task_error(
     if failure.kind == "memory":
         return MemoryLimitError(
             f"{describe_node(stage)} ran out of memory in task {spec.index} of stage {spec.stage_id} "
-            f"({spec.stage_label}) with a memory_limit of {describe_size(spec.memory_limit)} "
-            f"per task (session memory_limit {describe_size(session_memory_limit)}); "
-            f"give the node a larger memory_limit, or the session more memory. "
-            f"DuckDB said: {failure.message}"
+            f"with a memory_limit of {describe_size(spec.memory_limit)} per task (session "
+            f"memory_limit {describe_size(session_memory_limit)}): {failure.message}. Give the "
+            f"node or step a larger memory_limit, or the session more memory.{_steps(spec)}"
+        )
+    if failure.kind == "timeout":
+        return TaskTimeoutError(
+            f"{spec.name} ({spec.stage_label}) ran longer than its timeout of "
+            f"{spec.timeout:g} s ({spec.timeout_origin}) and was stopped, on {where} after "
+            f"{spec.attempt + 1} attempt(s) (job {job_id}).{_steps(spec)}"
         )
     detail = f"\n{failure.traceback}" if failure.traceback else ""
     return TaskFailedError(
         f"{spec.name} ({spec.stage_label}) failed after {spec.attempt + 1} attempt(s): {failure.message}{detail}"
     )
+
+
+def _steps(spec: TaskSpec) -> str:
+    """The user's steps a task ran, with their source lines."""
+    steps = [op.step.describe().replace("\n", "\n  ") for op in spec.ops]
+    return "\nsteps:\n  " + "\n  ".join(steps) if steps else ""
 
 
 def error_text(exc: BaseException) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections import deque
@@ -19,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 from millpond.common import MB
 from millpond.config import SessionConfig, describe_size
+from millpond.errors import JobInterrupted
 from millpond.execution.checkpoint import (
     Checkpoints,
     describe_final_sinks,
@@ -42,6 +42,7 @@ from millpond.execution.inputs import (
     runs_inline,
     task_inputs,
 )
+from millpond.execution.interrupts import interruption, terminate_raises
 from millpond.execution.pool import Demand
 from millpond.execution.progress import progress_enabled, stage_bar
 from millpond.execution.report import StageReport, TaskRecord, write_report
@@ -49,6 +50,7 @@ from millpond.execution.resources import TaskResources
 from millpond.execution.stage_run import StageRun, concurrency_cap
 from millpond.execution.task import TaskResult, TaskSpec
 from millpond.execution.worker import Failure
+from millpond.io.safety import is_within, remove_path
 from millpond.operators.base import Step
 from millpond.operators.data import PartitionInput
 from millpond.operators.sinks import (
@@ -136,7 +138,7 @@ class Job:
         self.reports: list[StageReport] = []
         self.records: list[TaskRecord] = []
         self.progress = progress_enabled(config.progress)
-        self.status = "pending"  # running, succeeded, failed, cancelled
+        self.status = "pending"  # running, succeeded, failed, interrupted, cancelled
         self.error: str | None = None
         self.started: float | None = None
         self.finished: float | None = None
@@ -196,10 +198,19 @@ class Job:
         """Run the stages in plan order; a stage that was run beside its producer (pipelined)
         is not run again. With ``stream``, yields the final stage's results."""
         try:
-            self._start()
-            for stage in self.plan.stages:
-                if stage.id not in self.results:
-                    yield from self._run_stages(stage, stream)
+            with terminate_raises():
+                self._start()
+                for stage in self.plan.stages:
+                    if stage.id not in self.results:
+                        yield from self._run_stages(stage, stream)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: workers are stopped by now
+            interrupted = interruption(
+                exc,
+                f"{self.description} job {self.job_id} stopped; its workers were stopped and "
+                f"nothing it was writing was kept (report: {self.report_path})",
+            )
+            self._finish(interrupted)
+            raise interrupted from None
         except BaseException as exc:
             self._finish(exc)
             raise
@@ -211,7 +222,7 @@ class Job:
         The reports, the fingerprint and FAILED.txt stay."""
         if self.config.keep_intermediate or not os.path.isdir(self.dir):
             return
-        if self.status in ("failed", "running") and self.resumable:
+        if self.status in ("failed", "interrupted", "running") and self.resumable:
             return
         remove_intermediate(self.dir)
 
@@ -221,7 +232,7 @@ class Job:
         self.started = time.time()
         os.makedirs(self.dir, exist_ok=True)
         with contextlib.suppress(OSError):
-            os.remove(os.path.join(self.dir, FAILED_FILE))
+            remove_path(os.path.join(self.dir, FAILED_FILE), within=self.dir)
         if not self.resumable:
             # a fresh directory no later run can find: nothing to resume, nothing to record
             return
@@ -239,6 +250,10 @@ class Job:
             self.status = "succeeded"
         elif isinstance(exc, GeneratorExit):
             self.status = "cancelled"
+        elif isinstance(exc, JobInterrupted):
+            self.status = "interrupted"
+            self.error = str(exc)
+            self._record_failure(exc)
         else:
             self.status = "failed"
             self.error = error_text(exc)
@@ -278,6 +293,7 @@ class Job:
     ) -> TaskSpec:
         """Attempt ``attempt`` of task ``index`` of ``stage``, reading ``slots``."""
         budget = self.resources.budget(stage, inline, memory_limit)
+        timeout, timeout_origin = self._timeout(stage)
         return TaskSpec(
             job_id=self.job_id,
             stage_id=stage.id,
@@ -296,7 +312,20 @@ class Job:
             executor_slots=budget.executor_slots,
             gpus=budget.gpus,
             memory_request=budget.memory if (stage.memory_limit or memory_limit) else 0,
+            timeout=timeout,
+            timeout_origin=timeout_origin,
         )
+
+    def _timeout(self, stage: Stage) -> tuple[float | None, str]:
+        """How long a task of ``stage`` may run: the smallest of the session's
+        ``task_timeout`` and the ``timeout=`` of its steps, and who set it."""
+        timeout = self.config.task_timeout
+        origin = f"task_timeout={timeout:g}" if timeout else ""
+        for op in stage.ops:
+            own = getattr(op, "timeout", None)
+            if own and (timeout is None or own < timeout):
+                timeout, origin = float(own), f"timeout={own:g} of {op.step.describe()}"
+        return timeout, origin
 
     # -- running stages ---------------------------------------------------------
     def _begin(self, stage: Stage) -> StageRun:
@@ -317,7 +346,7 @@ class Job:
         )
         if sql_only and not small and stage.sink_kind == "buckets":
             inputs = merge_partitions(inputs, SQL_TASK_BYTES)
-        inline = small or sql_only
+        inline = (small or sql_only) and not stage.runs_user_code
         if inline and stage.gpu_limit and not self.engine.runs_gpu_stages_inline:
             inline = False  # GPU tasks go where the engine has GPUs
         if inline and concurrency_cap(stage) and not self.engine.runs_gpu_stages_inline:
@@ -541,11 +570,8 @@ class Job:
             )
         )
         for path in paths:
-            try:
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                elif os.path.lexists(path):
-                    os.remove(path)
+            try:  # under the job directory, or a user output's staging (data files only)
+                remove_path(path, within=self.dir if is_within(path, self.dir) else None)
             except OSError:
                 log.debug("could not remove %s", path, exc_info=True)
 
@@ -558,9 +584,10 @@ class Job:
                 if self._running_stage is not None
                 else ""
             )
+            verb = "was interrupted" if isinstance(exc, JobInterrupted) else "failed"
             with open(os.path.join(self.dir, FAILED_FILE), "w") as f:
                 f.write(
-                    f"job {self.job_id} ({self.description}) failed{stage}:\n"
+                    f"job {self.job_id} ({self.description}) {verb}{stage}:\n"
                     f"{self.error or error_text(exc)}\n"
                     f"report: {self.report_path}\n"
                 )

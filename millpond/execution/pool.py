@@ -19,6 +19,7 @@ from multiprocessing.connection import wait
 
 import cloudpickle
 
+from millpond.execution.watch import WATCH_INTERVAL_S, Watch, resident_bytes
 from millpond.execution.worker import Failure, worker_main
 
 log = logging.getLogger("millpond.pool")
@@ -69,6 +70,11 @@ class _Worker:
     started: float = 0.0
     slots: int = 0
     gpus: list[tuple[int, float]] = field(default_factory=list)
+    #: resident memory before its first task: what a task's memory budget comes on top of
+    baseline: int | None = None
+    rss_limit: int | None = None  # bytes of resident memory the running task may reach
+    deadline: float | None = None  # when the running task is out of time
+    watch: Watch = field(default_factory=Watch)
 
 
 @dataclass
@@ -156,13 +162,16 @@ class WorkerPool:
         queue: deque,
         encode: Callable[[object], bytes] = cloudpickle.dumps,
         demand: Callable[[object], Demand] | None = None,
+        watch: Callable[[object], Watch] | None = None,
     ) -> Iterator[Outcome]:
         """Run the tasks taken from ``queue`` (``encode(key)`` is what a worker receives),
         yielding outcomes as they finish; the caller may append to ``queue`` (retries) while
         iterating. A task starts when a worker is idle and its :class:`Demand` fits in what
         the running tasks leave free (``size`` slots, the GPUs): the first in queue order
         that fits, so CPU tasks behind a GPU task that waits for a device still start.
-        A task whose worker died yields a ``system`` failure. Closing the iterator early
+        A task whose worker died yields a ``system`` failure; one whose worker grew past
+        its :class:`Watch` memory budget a ``memory`` failure, one past its deadline a
+        ``timeout`` failure (the worker is killed and replaced). Closing the iterator early
         stops the workers still busy (they are replaced)."""
         self.start()
         free_slots = self.size
@@ -195,15 +204,26 @@ class WorkerPool:
                         slots,
                         gpus,
                     )
+                    self._arm(worker, watch(key) if watch is not None else Watch())
                     free_slots -= slots
                 busy = [w for w in self._workers if w.job is not None]
                 if not busy:
                     if not queue:
                         return
                     continue
-                ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                watched = any(w.rss_limit or w.deadline for w in busy)
+                ready = wait(
+                    [w.conn for w in busy] + [w.process.sentinel for w in busy],
+                    timeout=WATCH_INTERVAL_S if watched else None,
+                )
                 for worker in busy:
                     if worker.conn not in ready and worker.process.sentinel not in ready:
+                        over = self._over_limit(worker) if watched else None
+                        if over is not None:
+                            free_slots += worker.slots
+                            _give_back(free_gpus, worker.gpus)
+                            worker.slots, worker.gpus = 0, []
+                            yield over
                         continue
                     free_slots += worker.slots
                     _give_back(free_gpus, worker.gpus)
@@ -253,6 +273,42 @@ class WorkerPool:
             return key, slots, gpus
         return None
 
+    def _arm(self, worker: _Worker, watch: Watch) -> None:
+        """Set the limits of the task ``worker`` has just been given."""
+        if worker.baseline is None:
+            worker.baseline = resident_bytes(worker.process.pid) or 0
+        worker.watch = watch
+        worker.rss_limit = watch.rss_limit(worker.baseline)
+        worker.deadline = worker.started + watch.timeout if watch.timeout else None
+
+    def _over_limit(self, worker: _Worker) -> Outcome | None:
+        """If ``worker``'s task is past its deadline or its memory budget: kill the worker
+        (a new one takes its place) and return the task's failure."""
+        now = time.time()
+        failure = None
+        if worker.deadline is not None and now >= worker.deadline:
+            failure = Failure(
+                "timeout",
+                f"it ran longer than its timeout of {worker.watch.timeout:g} s and was "
+                f"stopped (worker {worker.process.pid} killed)",
+            )
+        elif worker.rss_limit is not None:
+            rss = resident_bytes(worker.process.pid)
+            if rss is not None and rss > worker.rss_limit:
+                failure = Failure(
+                    "memory",
+                    f"its worker process grew to {_mb(rss)} of resident memory, "
+                    f"{_mb(rss - (worker.baseline or 0))} more than before its first task, "
+                    f"over the task's budget of {_mb(worker.watch.memory)} (worker "
+                    f"{worker.process.pid} killed)",
+                )
+        if failure is None:
+            return None
+        key, started, pid = worker.job, worker.started, worker.process.pid
+        log.warning("task of worker %s: %s", pid, failure.message)
+        self._replace(worker, kill=True)
+        return Outcome(key, failure=failure, pid=pid, started=started, finished=now)
+
     def _died(self, worker: _Worker) -> Outcome:
         key, started, pid = worker.job, worker.started, worker.process.pid
         worker.process.join(timeout=1)
@@ -276,7 +332,7 @@ class WorkerPool:
         if kill and worker.process.is_alive():
             worker.process.kill()
             worker.process.join(timeout=5)
-        worker.job = None
+        worker.job, worker.rss_limit, worker.deadline = None, None, None
         try:
             worker.conn.close()
         except OSError:
@@ -308,6 +364,10 @@ class WorkerPool:
         _live_pools.discard(self)
         if not _live_pools:
             _stop_helper_processes()
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / (1024 * 1024):.0f} MB"
 
 
 def _give_back(free: list[float], taken: list[tuple[int, float]]) -> None:

@@ -28,6 +28,7 @@ from millpond.execution.pool import Demand, Outcome
 from millpond.execution.task import TaskSpec
 from millpond.execution.worker import Failure, execute, run_payload
 from millpond.io.filesystem import is_local
+from millpond.io.safety import remove_path
 from millpond.operators.data import DataInput, ObjectPartition, TablePartition
 from millpond.operators.sinks import MaterializeSink
 
@@ -356,7 +357,7 @@ class RayEngine(Engine):
             ]
             blind = [node for node, ref in refs if not self.ray.get(ref, timeout=120)]
         finally:
-            os.remove(probe)
+            remove_path(probe, within=data_root)
         if blind:
             raise RuntimeError(
                 f"data_root {data_root!r} is a local path that the Ray nodes {blind} cannot see; "
@@ -397,7 +398,9 @@ class RayEngine(Engine):
                 self._start_tasks(queue, pending, pools, demand)
                 if not pending:
                     break  # unreachable: with nothing in flight the first task always starts
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=_time_left(pending))
+                if not ready:
+                    yield from self._stop_late(pending, pools)
                 for ref in ready:
                     flight = pending.pop(ref)
                     outcome = self._outcome(ref, flight.spec, flight.submitted, flight.data)
@@ -416,6 +419,31 @@ class RayEngine(Engine):
                     log.debug("could not cancel a Ray task", exc_info=True)
             for pool in pools.values():
                 pool.close()
+
+    def _stop_late(
+        self, pending: dict[object, _Flight], pools: dict[int, _ActorPool]
+    ) -> Iterator[Outcome]:
+        """Stop the tasks past their timeout (a plain task is cancelled, an actor killed:
+        its pool replaces it) and yield their failures."""
+        now = time.time()
+        for ref, flight in list(pending.items()):
+            timeout = flight.spec.timeout
+            if not timeout or now < flight.submitted + timeout:
+                continue
+            del pending[ref]
+            if flight.actor is not None:
+                pools[flight.spec.stage_id].drop(flight.actor)
+            else:
+                with contextlib.suppress(Exception):
+                    self.ray.cancel(ref, force=True)
+            message = f"it ran longer than its timeout of {timeout:g} s and was stopped"
+            log.warning("%s: %s", flight.spec.name, message)
+            yield Outcome(
+                flight.spec,
+                failure=Failure("timeout", message),
+                started=flight.submitted,
+                finished=now,
+            )
 
     def _start_tasks(
         self,
@@ -586,6 +614,12 @@ class RayEngine(Engine):
                 if _connected_here and self.ray.is_initialized():
                     self.ray.shutdown()
                 _started_here = _connected_here = False
+
+
+def _time_left(pending: dict[object, _Flight]) -> float | None:
+    """Seconds until the first task in flight runs out of time (None: none can)."""
+    deadlines = [f.submitted + f.spec.timeout for f in pending.values() if f.spec.timeout]
+    return max(0.0, min(deadlines) - time.time()) if deadlines else None
 
 
 def _dashboard_url(context: object) -> str | None:

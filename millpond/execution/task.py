@@ -3,6 +3,7 @@ function runs in a worker process or inline in the driver."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import pyarrow as pa
 
 from millpond.errors import InputReadError
 from millpond.io.filesystem import filesystem_for, is_local
-from millpond.io.sqltext import quote_ident, quote_string
+from millpond.io.sqltext import literal_path, quote_ident, quote_string
 from millpond.operators.base import Op, QueryFailure, Step, UserCodeFailure
 from millpond.operators.context import TaskContext
 from millpond.operators.data import (
@@ -48,6 +49,9 @@ class TaskSpec:
     #: bytes reserved with a cluster's scheduler (Ray's ``memory``): the stage's own
     #: memory_limit, or a retry's larger budget; 0 for the session's default share
     memory_request: int = 0
+    #: seconds the task may run before it is stopped (None: no limit), and who set it
+    timeout: float | None = None
+    timeout_origin: str = ""
 
     @property
     def name(self) -> str:
@@ -128,7 +132,7 @@ def _slot_sql(ctx: TaskContext, slot: PartitionInput) -> str:
     if slot.row_ranges is not None:
         for path, (start, stop) in zip(files, slot.row_ranges):
             parts.append(
-                f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({quote_string(path)}, file_row_number = true, hive_partitioning = false) "
+                f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({quote_string(literal_path(path))}, file_row_number = true, hive_partitioning = false) "
                 f"WHERE file_row_number >= {start} AND file_row_number < {stop}"
             )
     elif files:
@@ -175,13 +179,16 @@ def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
     pushed = [s for slot in spec.slots if isinstance(slot, ScanInput) for s in slot.steps]
     steps = pushed + [op.step for op in spec.ops]
     rel = ""
+    running = steps[0] if steps else spec.sink_step  # named in an error that is the user's
     try:
         try:
             ctx.slot_sql = [_slot_sql(ctx, slot) for slot in spec.slots]
             rel = ctx.slot_sql[0]
             for op in spec.ops:
+                running = op.step
                 rel = op.apply(ctx, rel)
             schema = ctx.schema(rel)
+            running = spec.sink_step
             output = spec.sink.write(ctx, rel, schema)
         except duckdb.Error as exc:
             if ctx.user_failures:  # type: ignore[attr-defined]
@@ -203,6 +210,10 @@ def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
             raise
     except (UserCodeFailure, QueryFailure):
         raise
+    except Exception as exc:
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.millpond_step = running  # type: ignore[attr-defined]
+        raise
     finally:
         ctx.close()
         cursor.close()
@@ -219,7 +230,7 @@ def _find_bad_input(spec: TaskSpec, exc: BaseException) -> InputReadError | None
     scans = [s for s in spec.slots if isinstance(s, ScanInput)]
     for scan in scans:
         for path in scan.files:
-            if path in message:
+            if path in message or literal_path(path) in message:
                 return InputReadError(
                     f"cannot read input file {path!r} ({scan.format.name}): {message}"
                 )

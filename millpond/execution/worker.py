@@ -3,6 +3,7 @@ database, sends back results or a description of the failure."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import signal
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import cloudpickle
 import duckdb
+import pyarrow as pa
 
 from millpond.errors import InputReadError
 from millpond.execution.task import TaskSpec, run_task
@@ -25,9 +27,11 @@ from millpond.operators.data import DataInput, ObjectPartition, TablePartition
 class Failure:
     """Why a task failed, in a form that always crosses the process boundary.
 
-    ``kind``: ``user`` (the user's function raised), ``query`` (DuckDB rejected the SQL),
+    ``kind``: ``user`` (the user's function raised, or what the user asked for cannot be
+    done: a missing column, a result of the wrong type, a full disk, a denied permission —
+    the same on every attempt, so never retried), ``query`` (DuckDB rejected the SQL),
     ``input`` (an input file is unreadable), ``memory`` (the task's memory budget was
-    exceeded), ``system`` (anything else: retried).
+    exceeded), ``timeout`` (it ran past its timeout), ``system`` (anything else: retried).
     """
 
     kind: str
@@ -40,11 +44,41 @@ class Failure:
 
     @property
     def retryable(self) -> bool:
-        return self.kind in ("system", "memory")
+        return self.kind in ("system", "memory", "timeout")
 
 
-def describe_failure(exc: BaseException) -> Failure:
-    """Classify an exception raised by :func:`run_task`."""
+#: errors a retry cannot cure: what the user asked of the data does not fit it
+_DETERMINISTIC = (KeyError, IndexError, TypeError, ValueError, AttributeError, LookupError)
+#: errno values that say the same of the machine: no space, no permission
+_DETERMINISTIC_ERRNOS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENAMETOOLONG,
+    errno.EISDIR,
+    errno.ENOTDIR,
+)
+_DETERMINISTIC_IO_TEXT = ("No space left on device", "Permission denied", "Read-only file system")
+
+
+def _is_deterministic(exc: BaseException) -> bool:
+    """Whether ``exc`` would be raised again by another attempt of the same task."""
+    if isinstance(exc, duckdb.Error):
+        return isinstance(exc, duckdb.IOException) and any(
+            text in str(exc) for text in _DETERMINISTIC_IO_TEXT
+        )
+    if isinstance(exc, OSError):
+        return exc.errno in _DETERMINISTIC_ERRNOS
+    if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)):
+        return True
+    return isinstance(exc, _DETERMINISTIC)
+
+
+def describe_failure(exc: BaseException, step: Step | None = None) -> Failure:
+    """Classify an exception raised by :func:`run_task`; ``step`` is the user's step that
+    was running (named in the error of a failure that is the user's)."""
     if isinstance(exc, UserCodeFailure):
         return Failure("user", str(exc), exc.formatted, _pickled(exc.original), step=exc.step)
     if isinstance(exc, QueryFailure):
@@ -52,8 +86,16 @@ def describe_failure(exc: BaseException) -> Failure:
         return Failure(kind, exc.message, steps=exc.steps, query=exc.query)
     if isinstance(exc, InputReadError):
         return Failure("input", str(exc), exception=_pickled(exc))
-    if isinstance(exc, duckdb.OutOfMemoryException):
-        return Failure("memory", str(exc))
+    if isinstance(exc, (duckdb.OutOfMemoryException, MemoryError)):
+        return Failure("memory", f"{type(exc).__name__}: {exc}")
+    if _is_deterministic(exc):
+        return Failure(
+            "user",
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+            _pickled(exc),
+            step=getattr(exc, "millpond_step", None) or step,
+        )
     return Failure("system", f"{type(exc).__name__}: {exc}", traceback.format_exc(), _pickled(exc))
 
 
@@ -130,6 +172,7 @@ def worker_main(conn, parent_pid: int) -> None:
     """Entry point of a worker process. Each message is a pickled ``(environment, payload)``
     pair: the variables to set for the task, and the cloudpickled TaskSpec."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.umask(0o077)  # what a worker writes for the job is the user's alone (outputs: see WriteSink)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     con = duckdb.connect()
     base_env: dict[str, str | None] = {}

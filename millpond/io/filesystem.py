@@ -69,32 +69,36 @@ def resolve_files(
     extensions: tuple[str, ...] = (),
     recursive: bool = False,
     storage_options: dict | None = None,
+    glob: bool = True,
 ) -> list[FileInfo]:
     """Expand lists, globs and directories into files, in a deterministic order.
 
-    A pattern that matches nothing raises :class:`InputNotFoundError` naming the pattern.
-    Directories contribute the files with one of ``extensions`` (all non-hidden files when
-    empty), descending into subdirectories when ``recursive`` (or for hive-style layouts,
-    whose directories contain ``=``).
+    A pattern that matches nothing raises :class:`InputNotFoundError` naming the pattern
+    (a pattern that matches nothing but names an existing file is that file). With
+    ``glob=False`` every path is taken literally: ``*``, ``?`` and ``[`` are characters of
+    its name. Directories contribute the files with one of ``extensions`` (all non-hidden
+    files when empty), descending into subdirectories when ``recursive`` (or for hive-style
+    layouts, whose directories contain ``=``). The files found are literal names: whoever
+    hands them to DuckDB escapes them (:func:`millpond.io.sqltext.literal_path`).
     """
     found: list[FileInfo] = []
     for pattern in as_path_list(paths):
         fs = filesystem_for(pattern, storage_options)
         stripped = fs._strip_protocol(pattern)
-        if any(ch in pattern for ch in _GLOB_CHARS):
+        is_glob = glob and any(ch in pattern for ch in _GLOB_CHARS)
+        entries = []
+        if is_glob:
             matches = fs.glob(stripped, detail=True)
             entries = [
                 (p, info) for p, info in sorted(matches.items()) if info["type"] != "directory"
             ]
-        elif fs.isdir(stripped):
+        if not entries and fs.isdir(stripped):
             entries = _list_dir(fs, stripped, extensions, recursive)
-        elif fs.exists(stripped):
+        elif not entries and fs.exists(stripped):
             entries = [(stripped, fs.info(stripped))]
-        else:
-            entries = []
         if not entries:
             what = "directory has no matching files" if fs.isdir(stripped) else "no such file"
-            if any(ch in pattern for ch in _GLOB_CHARS):
+            if is_glob:
                 what = "the glob matched no files"
             raise InputNotFoundError(f"input {pattern!r}: {what}")
         for path, info in entries:

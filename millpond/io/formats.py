@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from millpond.io.sqltext import quote_ident, quote_string, string_list
+from millpond.io.sqltext import file_list, quote_ident, quote_string
 
 READ_EXTENSIONS = {
     "parquet": (".parquet", ".pq", ".parq"),
@@ -50,7 +50,7 @@ class ScanFormat:
     options: Mapping[str, object] = field(default_factory=dict)
 
     def table_function(self, paths: Sequence[str]) -> str:
-        files = string_list(paths)
+        files = file_list(paths)
         opts = dict(self.options)
         if self.name == "parquet":
             args = [files]
@@ -109,3 +109,59 @@ def copy_options(
 
 def file_extension(fmt: str) -> str:
     return {"parquet": ".parquet", "csv": ".csv", "json": ".jsonl"}[fmt]
+
+
+def _footer_schema(path: str) -> pa.Schema:
+    import pyarrow.parquet as pq
+
+    from millpond.io.filesystem import filesystem_for, is_local
+
+    if is_local(path):
+        return pq.read_schema(path)
+    with filesystem_for(path).open(path, "rb") as f:
+        return pq.read_schema(f)
+
+
+def _columns(schema: pa.Schema) -> dict[str, pa.DataType]:
+    return {field.name: field.type for field in schema}
+
+
+def check_parquet_schemas(paths: Sequence[str]) -> None:
+    """Refuse, at planning, Parquet files read together whose schemas differ (in column
+    names or types; order does not matter): read in different tasks they would give a
+    result with several schemas, or drop columns without a word. Reads each file's
+    footer (a few KB, in parallel). Raises SchemaMismatchError naming two files and how
+    they differ, or InputReadError naming an unreadable file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from millpond.errors import InputReadError, SchemaMismatchError
+
+    if len(paths) < 2:
+        return
+
+    def read(path: str) -> pa.Schema:
+        try:
+            return _footer_schema(path)
+        except Exception as exc:  # noqa: BLE001 - reported as the file's
+            raise InputReadError(f"cannot read input file {path!r} (parquet): {exc}") from exc
+
+    with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
+        schemas = list(pool.map(read, paths))
+    first = _columns(schemas[0])
+    for path, schema in zip(paths[1:], schemas[1:]):
+        other = _columns(schema)
+        if other == first:
+            continue
+        differences = [
+            f"{name!r} is {first[name]} in the first and {other[name]} in the second"
+            for name in first
+            if name in other and other[name] != first[name]
+        ]
+        differences += [f"{n!r} is only in the first" for n in first if n not in other]
+        differences += [f"{n!r} is only in the second" for n in other if n not in first]
+        raise SchemaMismatchError(
+            f"Parquet files with different schemas are read together: {paths[0]!r} and "
+            f"{path!r} differ ({'; '.join(differences)}). Pass union_by_name=True to read "
+            "them as one table (columns matched by name, missing ones NULL), or read them "
+            "separately."
+        )

@@ -20,6 +20,21 @@ def string_list(values: Iterable[str]) -> str:
     return "[" + ", ".join(quote_string(v) for v in values) + "]"
 
 
+_GLOB_ESCAPES = str.maketrans({"*": "[*]", "?": "[?]", "[": "[[]"})
+
+
+def literal_path(path: str) -> str:
+    """A file path as DuckDB's readers must see it to open that one file: they expand
+    ``*``, ``?`` and ``[...]`` in every path, so those characters are escaped as one-character
+    classes (``x*.parquet`` becomes ``x[*].parquet``, which matches only itself)."""
+    return str(path).translate(_GLOB_ESCAPES)
+
+
+def file_list(paths: Iterable[str]) -> str:
+    """A DuckDB list literal of files read as they are named, never as globs."""
+    return string_list(literal_path(p) for p in paths)
+
+
 def ident_list(names: Iterable[str]) -> str:
     """Comma-separated quoted identifiers."""
     return ", ".join(quote_ident(n) for n in names)

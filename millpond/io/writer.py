@@ -9,23 +9,31 @@ from dataclasses import dataclass, field
 
 from millpond.io import commit as commits
 from millpond.io.formats import WRITE_FORMATS
+from millpond.io.scratch import user_umask
 from millpond.operators.sinks import WriteSink
 
 
 @dataclass
 class DatasetWrite:
-    """A pending write of ``fmt`` files to ``path``; ``sink`` is the job's final sink."""
+    """A pending write of ``fmt`` files to ``path``; ``sink`` is the job's final sink.
+    ``inputs`` are the files the job reads: ``overwrite`` never replaces a folder that
+    holds one of them."""
 
     path: str
     fmt: str
     mode: str = "error"
     partition_by: Sequence[str] = field(default_factory=list)
     job_id: str = ""  # set once the job exists: names the staging directory
+    inputs: Sequence[str] = field(default_factory=list)
+    #: appended files are named ``part-<write_id>-<task>``: unique to this write
+    write_id: str = field(default_factory=commits.unique_write_id)
+    #: the modes of the output follow the user's umask, wherever its files are written
+    umask: int = field(default_factory=user_umask)
 
     def __post_init__(self) -> None:
         if self.fmt not in WRITE_FORMATS:
             raise ValueError(f"unknown output format {self.fmt!r}; expected one of {WRITE_FORMATS}")
-        self.path = os.path.abspath(os.path.expanduser(os.fspath(self.path)))
+        self.path = commits.destination(self.path)
 
     @property
     def staging(self) -> str:
@@ -34,21 +42,37 @@ class DatasetWrite:
 
     @property
     def prefix(self) -> str:
-        return f"part-{self.job_id}-" if self.mode == "append" else "part-"
+        return f"part-{self.write_id}-" if self.mode == "append" else "part-"
 
     def wanted(self) -> bool:
         """Check the destination against ``mode``; False: nothing is to be written (ignore)."""
-        return commits.check_destination(self.path, self.mode)
+        return commits.check_destination(self.path, self.mode, self.inputs)
+
+    def prepare(self) -> None:
+        """Before the job runs: a write id no file at the destination starts with, stale
+        staging of dead writers removed, this write's staging created and claimed."""
+        while self.mode == "append" and self._name_taken():
+            self.write_id = commits.unique_write_id()
+        commits.prepare(self.staging, self.path)
+
+    def _name_taken(self) -> bool:
+        if not os.path.isdir(self.path):
+            return False
+        return any(
+            f.startswith(self.prefix) for _root, _dirs, files in os.walk(self.path) for f in files
+        )
 
     def sink(self, index: int, inline: bool) -> WriteSink:
         keys = list(self.partition_by)
         directory = os.path.join(self.staging, f"_task-{index:05d}") if keys else self.staging
-        return WriteSink(self.fmt, directory, f"{self.prefix}{index:05d}", keys)
+        return WriteSink(self.fmt, directory, f"{self.prefix}{index:05d}", keys, self.umask)
 
     def commit(self) -> list[str]:
         """Move the staged files into place; returns the files now at the destination."""
         os.makedirs(self.staging, exist_ok=True)
-        commits.commit(self.staging, self.path, self.mode)
+        if not commits.commit(self.staging, self.path, self.mode, self.inputs):
+            commits.abort(self.staging)
+            return []
         if os.path.isfile(self.path):
             return [self.path]
         return sorted(

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from millpond.common import DEFAULT_BATCH_SIZE
 from millpond.io.filesystem import FileInfo, resolve_files
-from millpond.io.formats import READ_EXTENSIONS, ScanFormat, duckdb_columns
+from millpond.io.formats import READ_EXTENSIONS, ScanFormat, check_parquet_schemas, duckdb_columns
 from millpond.operators.base import Step
 from millpond.planning import logical as L
 
@@ -97,7 +97,10 @@ class DataSet:
 
     def to_logical(self, step: Step) -> L.LogicalNode:
         """A single-partition source of millpond's logical plan."""
-        node = L.Scan((), step, format=self._scan_format(), partitions=[self.files()])
+        scan = self._scan_format()
+        if scan.name == "parquet" and not scan.options.get("union_by_name"):
+            check_parquet_schemas(self.resolved_paths)
+        node = L.Scan((), step, format=scan, partitions=[self.files()])
         if self.columns:
             from millpond.operators.sql import ColumnsOp
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from millpond.io.formats import ScanFormat
-from millpond.io.sqltext import quote_ident, string_list
+from millpond.io.sqltext import file_list, quote_ident
 
 
 @dataclass
@@ -102,4 +102,4 @@ def scan_sql(scan: ScanInput) -> str:
 
 
 def parquet_files_sql(files: list[str]) -> str:
-    return f"SELECT * FROM read_parquet({string_list(files)}, union_by_name = true, hive_partitioning = false)"
+    return f"SELECT * FROM read_parquet({file_list(files)}, union_by_name = true, hive_partitioning = false)"

@@ -15,7 +15,8 @@ from typing import Any
 import pyarrow as pa
 
 from millpond.io.formats import copy_options
-from millpond.io.sqltext import quote_string, string_list
+from millpond.io.safety import remove_path
+from millpond.io.sqltext import file_list, quote_string
 from millpond.operators.base import Op, Step, UserCodeFailure, call_user, iterate_user
 from millpond.operators.context import load_udf
 from millpond.operators.python import to_table
@@ -131,7 +132,7 @@ class NodeProcessOp(Op):
         )
         files = [f for f in written if f.endswith(".parquet")]
         if files:
-            return f"SELECT * FROM read_parquet({string_list(files)}, union_by_name = true)"
+            return f"SELECT * FROM read_parquet({file_list(files)}, union_by_name = true)"
         if written:
             # other files are the output itself: keep them (beside the session's outputs,
             # not in the job's scratch space) and list them, as smallpond's FileSet does
@@ -143,7 +144,7 @@ class NodeProcessOp(Op):
                 f"stage-{spec.stage_id}",
                 f"task-{spec.index:05d}-a{spec.attempt}",
             )
-            shutil.rmtree(kept, ignore_errors=True)
+            remove_path(kept, within=os.path.dirname(spec.temp_dir))
             os.makedirs(os.path.dirname(kept), exist_ok=True)
             shutil.move(output, kept)
             paths = [os.path.join(kept, os.path.relpath(f, output)) for f in written]

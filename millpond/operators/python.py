@@ -10,7 +10,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from millpond.operators.base import Op, Step, UserCodeFailure, call_user, iterate_user
+from millpond.operators.base import (
+    Op,
+    Step,
+    UserCodeFailure,
+    call_user,
+    iterate_user,
+    short_repr,
+)
 from millpond.operators.context import load_udf
 
 BATCH_FORMATS = ("arrow", "pyarrow", "pandas", "numpy")
@@ -53,6 +60,8 @@ class PythonOp(Op):
     #: callable class on Ray, the size of the stage's actor pool
     concurrency: tuple[int, int] | None = None
     udf_is_class: bool = False
+    #: seconds a task running this step may take (``timeout=``; None: no limit of its own)
+    timeout: float | None = None
 
     runs_in = "python"
 
@@ -107,12 +116,12 @@ class PythonOp(Op):
                     yield self._rows_table(out)
 
     def _rows_table(self, rows: list) -> pa.Table:
-        bad = next((r for r in rows if not isinstance(r, dict)), None)
-        if bad is not None:
-            exc = TypeError(
-                f"{self.step.label}: the function must return dict rows, got {type(bad).__name__}"
-            )
-            raise UserCodeFailure(exc, self.step, "".join(traceback.format_exception_only(exc)))
+        for row in rows:
+            if not isinstance(row, dict):
+                wanted = "a dict" if self.kind == "map" else "a list of dicts"
+                got = "None" if row is None else f"{type(row).__name__} {short_repr(row)}"
+                exc = TypeError(f"{self.kind} function returned {got}; it must return {wanted}")
+                raise UserCodeFailure(exc, self.step, "".join(traceback.format_exception_only(exc)))
         return pa.Table.from_pylist(rows, schema=self.schema)
 
     def _batch_outputs(self, fn, batch: pa.RecordBatch) -> Iterator[pa.Table]:

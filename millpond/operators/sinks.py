@@ -4,15 +4,17 @@ for an exchange, a user's output dataset, or just a row count."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from millpond.errors import PlanError
 from millpond.io.formats import copy_options, file_extension
-from millpond.io.sqltext import quote_ident, quote_string
+from millpond.io.safety import remove_path
+from millpond.io.scratch import make_private
+from millpond.io.sqltext import literal_path, quote_ident, quote_string
 from millpond.operators.base import Step
 from millpond.operators.data import FilePartition, PartitionData, TablePartition
 from millpond.operators.shuffle import BUCKET_COLUMN, Bucketing
@@ -105,6 +107,10 @@ class MaterializeSink:
         return [self.path, self.path + TMP_SUFFIX] if self.path else []
 
     def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
+        if self.sample_column is not None and self.sample_column not in schema.names:
+            raise PlanError(
+                f"no column {self.sample_column!r} to sort by; the columns are {schema.names}"
+            )
         if self.path is None:
             table = ctx.con.sql(rel).to_arrow_table()
             out = SinkOutput(
@@ -129,13 +135,14 @@ class MaterializeSink:
             rel = exact_for_parquet(ctx, rel)
             opts = copy_options("parquet", compression=INTERMEDIATE_COMPRESSION)
             rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(tmp)} {opts}").fetchall()[0][0]
+        make_private(tmp)
         os.replace(tmp, self.path)
         out = SinkOutput(schema=schema, rows=rows, partition=_file_partition([self.path], rows))
         out.nbytes = out.partition.nbytes
         if self.sample_column is not None and rows:
             column = quote_ident(self.sample_column)
             out.sample = ctx.con.sql(
-                f"SELECT {column} FROM read_parquet({quote_string(self.path)}) USING SAMPLE {SAMPLE_ROWS} ROWS"
+                f"SELECT {column} FROM read_parquet({quote_string(literal_path(self.path))}) USING SAMPLE {SAMPLE_ROWS} ROWS"
             ).to_arrow_table()
         return out
 
@@ -167,12 +174,11 @@ class BucketSink:
         )
         # written aside and renamed: a directory under its final name is always complete
         tmp = self.directory + TMP_SUFFIX
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
+        remove_path(tmp, within=os.path.dirname(tmp))
         rows = ctx.con.execute(f"COPY ({bucketed}) TO {quote_string(tmp)} {opts}").fetchall()[0][0]
         if os.path.isdir(tmp):
-            if os.path.isdir(self.directory):
-                shutil.rmtree(self.directory)
+            make_private(tmp)
+            remove_path(self.directory, within=os.path.dirname(self.directory))
             os.replace(tmp, self.directory)
         out = SinkOutput(schema=schema, rows=rows)
         if not os.path.isdir(self.directory):
@@ -215,6 +221,8 @@ class WriteSink:
     directory: str
     basename: str
     partition_by: list[str] = field(default_factory=list)
+    #: the user's umask: a worker writes its own files 0600, the user's outputs not
+    umask: int = 0o022
 
     def describe(self) -> str:
         by = f" partitioned by {self.partition_by}" if self.partition_by else ""
@@ -240,8 +248,12 @@ class WriteSink:
             rel = exact_for_parquet(ctx, rel)
         rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(target)} {opts}").fetchall()[0][0]
         written = []
-        for root, _dirs, files in os.walk(self.directory):
+        for root, dirs, files in os.walk(self.directory):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o777 & ~self.umask)
             written += [os.path.join(root, f) for f in files if f.startswith(self.basename)]
+        for path in written:
+            os.chmod(path, 0o666 & ~self.umask)
         return SinkOutput(
             schema=schema,
             rows=rows,

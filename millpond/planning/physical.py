@@ -88,6 +88,13 @@ class Stage:
     memory_limit: int | None = None  # bytes per task; None: the session's share per executor
     node_label: str = ""  # the user's node/step this stage computes (errors, reports)
 
+    @property
+    def runs_user_code(self) -> bool:
+        """Whether a task runs the user's Python (a function, a node's ``process``, a UDF
+        called from SQL): such tasks run in worker processes, never in the driver, where
+        a crash or a hang of that code would take the user's own process down."""
+        return any(op.runs_in == "python" or getattr(op, "udfs", None) for op in self.ops)
+
     def describe_ops(self) -> str:
         names = [op.step.label for op in self.ops]
         return " → ".join(names) if names else "(pass-through)"
@@ -120,6 +127,20 @@ class PhysicalPlan:
             ):
                 found.append(s)
         return found
+
+    def input_files(self) -> list[str]:
+        """Every source file the plan reads (an overwrite must never replace them)."""
+        return sorted(
+            {
+                path
+                for stage in self.stages
+                for slot in stage.slots
+                if isinstance(slot, SourceSlot)
+                for part in slot.partitions
+                if isinstance(part, ScanInput)
+                for path in part.files
+            }
+        )
 
     def consumers(self, stage_id: int) -> list[Stage]:
         return [

@@ -292,7 +292,9 @@ class Planner:
             f"{quote_ident(c)} {'DESC' if d else 'ASC'} NULLS LAST"
             for c, d in zip(node.by, node.descending)
         )
-        sampled = self.close(fragment, "materialize", sample_column=node.by[0])
+        sampled = self.close(
+            fragment, "materialize", sample_column=node.by[0], bucket_step=node.step
+        )
         n = max(1, fragment.partitions)
         ranged = Fragment([StageSlot("one_to_one", [sampled])], partitions=fragment.partitions)
         bucketing = RangeBucketing(node.by[0], node.descending[0], n)
