@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -331,3 +332,32 @@ def start_ray_node(head_address: str, num_cpus: int, hidden: str) -> Iterator[st
                 node.wait(timeout=10)
         with contextlib.suppress(OSError):
             os.remove(log_path)
+
+
+# -- sandbox for destructive calls ----------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake home directory (``HOME``) holding a project folder that is the working
+    directory. Tests that aim ``overwrite`` or a delete at ``.``, ``~`` or a parent of an
+    input enter it first, so a broken guard costs only this tree, never the real home or
+    the repository. Yields the fake home."""
+    home = tmp_path / "home"
+    project = home / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print('my code')\n")
+    (project / "notes.txt").write_text("my notes\n")
+    (home / ".bashrc").write_text("# my shell\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(project)
+    return home
+
+
+def tree_snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) below ``root``: equal before and after
+    means nothing was changed or deleted."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }

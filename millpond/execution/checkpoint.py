@@ -112,7 +112,7 @@ class Checkpoints:
             return  # it lives in the engine's object store, which a re-run does not have
         try:
             path = self.done_path(result.stage_id, result.index)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             tables: list[pa.Table] = []
             record = _encode_result(result, tables)
             if tables:

@@ -139,11 +139,13 @@ class LocalEngine(Engine):
         while queue:
             spec = queue.popleft()
             started = time.time()
-            timer = threading.Timer(spec.timeout, self._con.interrupt) if spec.timeout else None
-            if timer is not None:
+            cursors: list[duckdb.DuckDBPyConnection] = []
+            timer = None
+            if spec.timeout:
+                timer = threading.Timer(spec.timeout, _interrupt, (cursors,))
                 timer.start()
             try:
-                result = run_task(spec, self._con)
+                result = run_task(spec, self._con, cursors)
             except Exception as exc:  # noqa: BLE001 - classified like a worker's failure
                 failure = describe_failure(exc)
                 if timer is not None and timer.finished.is_set():
@@ -171,3 +173,12 @@ def _watch(spec: TaskSpec) -> Watch:
     """The limits the pool enforces on a task: its memory budget on the whole worker
     process, and its timeout."""
     return Watch(memory=spec.memory_limit, timeout=spec.timeout)
+
+
+def _interrupt(cursors: list[duckdb.DuckDBPyConnection]) -> None:
+    """Stop the queries of a task that ran past its timeout."""
+    for cursor in list(cursors):
+        try:
+            cursor.interrupt()
+        except duckdb.Error:  # closed meanwhile
+            pass

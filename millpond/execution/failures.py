@@ -93,7 +93,8 @@ def task_error(
         )
     detail = f"\n{failure.traceback}" if failure.traceback else ""
     return TaskFailedError(
-        f"{spec.name} ({spec.stage_label}) failed after {spec.attempt + 1} attempt(s): {failure.message}{detail}"
+        f"{spec.name} ({spec.stage_label}) failed after {spec.attempt + 1} attempt(s) on "
+        f"{where} (job {job_id}): {failure.message}{detail}{_steps(spec)}"
     )
 
 

@@ -230,7 +230,7 @@ class Job:
     def _start(self) -> None:
         self.status = "running"
         self.started = time.time()
-        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
         with contextlib.suppress(OSError):
             remove_path(os.path.join(self.dir, FAILED_FILE), within=self.dir)
         if not self.resumable:

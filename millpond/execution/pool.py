@@ -324,6 +324,11 @@ class WorkerPool:
         message = f"worker process {worker.process.pid} died with exit code {code}{signal_note} while running the task"
         if code == -9:
             message += " (killed: out of memory, or by another process)"
+        elif code is not None and code != 0:
+            message += (
+                " (the task's code crashed it, e.g. a fault in native code it called, abort(), "
+                "or os._exit(); this process was not affected)"
+            )
         return Outcome(
             key, failure=Failure("system", message), pid=pid, started=started, finished=time.time()
         )

@@ -107,7 +107,7 @@ class RuntimeContext(TaskContext):
             f"stage-{self.spec.stage_id}",
             f"work-{self.spec.index:05d}-a{self.spec.attempt}",
         )
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
         return path
 
 
@@ -155,7 +155,7 @@ def _slot_sql(ctx: TaskContext, slot: PartitionInput) -> str:
 
 def configure(con: duckdb.DuckDBPyConnection, spec: TaskSpec) -> None:
     """Give DuckDB the task's budget: threads, memory, and a spill directory."""
-    os.makedirs(spec.temp_dir, exist_ok=True)
+    os.makedirs(spec.temp_dir, mode=0o700, exist_ok=True)
     con.execute(f"SET threads = {max(1, int(spec.threads))}")
     con.execute(f"SET memory_limit = '{max(16, spec.memory_limit // (1024 * 1024))}MB'")
     # DuckDB refuses to SET temp_directory again (even to the same value) once it has
@@ -165,14 +165,24 @@ def configure(con: duckdb.DuckDBPyConnection, spec: TaskSpec) -> None:
         con.execute(f"SET temp_directory = {quote_string(spec.temp_dir)}")
 
 
-def run_task(spec: TaskSpec, con: duckdb.DuckDBPyConnection) -> TaskResult:
+def run_task(
+    spec: TaskSpec,
+    con: duckdb.DuckDBPyConnection,
+    interruptible: list[duckdb.DuckDBPyConnection] | None = None,
+) -> TaskResult:
     """Run ``spec`` on a connection; raises QueryFailure / UserCodeFailure / InputReadError for
-    problems with the user's query, code or input, anything else for system failures."""
+    problems with the user's query, code or input, anything else for system failures.
+    ``interruptible`` collects the cursors the task queries on, for a caller that may
+    have to interrupt it (DuckDB interrupts a cursor, not the cursors of a connection)."""
     started = time.time()
     configure(con, spec)
     cursor = con.cursor()
     ctx = RuntimeContext(
-        cursor, stage_id=spec.stage_id, task_index=spec.index, batch_size=spec.batch_size
+        cursor,
+        stage_id=spec.stage_id,
+        task_index=spec.index,
+        batch_size=spec.batch_size,
+        interruptible=interruptible,
     )
     ctx.user_failures = []  # type: ignore[attr-defined]
     ctx.spec = spec

@@ -36,8 +36,7 @@ def _real(path: str) -> str:
 
 def is_within(path: str, root: str) -> bool:
     """Whether ``path`` is ``root`` or lies below it (both taken as real paths)."""
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+    return _inside(_real(path), os.path.realpath(root))
 
 
 def _home_directories() -> set[str]:
@@ -55,26 +54,28 @@ def protected_reason(path: str, inputs: Iterable[str] = ()) -> str | None:
     """Why ``path`` must never be deleted or replaced, or None. Protected: the filesystem
     root, a home directory, the working directory and every folder above them, and every
     input of the job and every folder above one."""
-    candidates = {_real(path), os.path.realpath(path)}
-    for real in candidates:
-        if real == os.path.dirname(real):
-            return "it is the filesystem root"
-        for home in _home_directories():
-            if real == home:
-                return "it is the home directory"
-            if is_within(home, real):
-                return f"it contains the home directory {home!r}"
-        cwd = os.path.realpath(os.getcwd())
-        if real == cwd:
-            return "it is the current working directory"
-        if is_within(cwd, real):
-            return f"it contains the current working directory {cwd!r}"
-        for item in inputs:
-            if "://" in item:
-                continue
-            if is_within(item, real):
-                return f"it holds {item!r}, an input of this job"
+    real = _real(path)  # a link is judged as itself: removing it never touches its target
+    if real == os.path.dirname(real):
+        return "it is the filesystem root"
+    for home in _home_directories():
+        if real == home:
+            return "it is the home directory"
+        if _inside(home, real):
+            return f"it contains the home directory {home!r}"
+    cwd = os.path.realpath(os.getcwd())
+    if real == cwd:
+        return "it is the current working directory"
+    if _inside(cwd, real):
+        return f"it contains the current working directory {cwd!r}"
+    for item in inputs:
+        if "://" not in item and _inside(os.path.realpath(item), real):
+            return f"it holds {item!r}, an input of this job"
     return None
+
+
+def _inside(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it (both already real paths)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def is_data_file(name: str) -> bool:
@@ -144,7 +145,7 @@ def remove_path(path: str, *, within: str | None = None, missing_ok: bool = True
     real = _real(path)
     if within is not None:
         root = os.path.realpath(within)
-        if real == root or not is_within(real, root):
+        if real == root or not _inside(real, root):
             raise UnsafePathError(f"refusing to delete {path!r}: it is not inside {within!r}")
     else:
         foreign = foreign_entry(path)

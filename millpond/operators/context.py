@@ -55,8 +55,13 @@ class TaskContext:
         task_index: int,
         batch_size: int,
         slot_sql: list[str] | None = None,
+        interruptible: list[duckdb.DuckDBPyConnection] | None = None,
     ) -> None:
         self.con = con
+        #: every cursor the task queries on, for whoever may have to interrupt it
+        self.interruptible = interruptible
+        if interruptible is not None:
+            interruptible.append(con)
         self.stage_id = stage_id
         self.task_index = task_index
         self.batch_size = batch_size
@@ -103,6 +108,8 @@ class TaskContext:
         consumer may keep using the main connection."""
         cursor = self.con.cursor()
         self._keep_alive.append(cursor)
+        if self.interruptible is not None:
+            self.interruptible.append(cursor)
         for name, data in self._views.items():
             cursor.register(name, data)
         for name, definition in self._sql_views:

@@ -3,6 +3,7 @@ for an exchange, a user's output dataset, or just a row count."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ class MaterializeSink:
                 )
                 out.sample = table.select([self.sample_column]).take(pa.array(np.sort(idx)))
             return out
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         # written aside and renamed: a file under its final name is always complete
         tmp = self.path + TMP_SUFFIX
         if self.arrow_ipc:
@@ -167,7 +168,7 @@ class BucketSink:
         if self.directory is None:
             table = ctx.con.sql(bucketed).to_arrow_table()
             return self._split_in_memory(table, schema)
-        os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+        os.makedirs(os.path.dirname(self.directory), mode=0o700, exist_ok=True)
         bucketed = exact_for_parquet(ctx, bucketed)
         opts = copy_options(
             "parquet", compression=INTERMEDIATE_COMPRESSION, partition_by=[BUCKET_COLUMN]
@@ -236,7 +237,13 @@ class WriteSink:
         return [os.path.join(self.directory, self.basename + file_extension(self.format))]
 
     def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
-        os.makedirs(self.directory, exist_ok=True)
+        # the job created the staging directory; a task never does: a task of a writer
+        # that died (its staging already removed by the next writer) must not bring it back
+        if self.partition_by:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.directory)
+        elif not os.path.isdir(self.directory):
+            raise FileNotFoundError(f"the staging directory {self.directory!r} is gone")
         if self.partition_by:
             opts = copy_options(self.format, partition_by=self.partition_by)[:-1]
             opts += f", FILENAME_PATTERN {quote_string(self.basename + '_{i}')})"
