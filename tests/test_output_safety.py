@@ -419,3 +419,44 @@ def test_sigterm_or_ctrl_c_ends_a_job_cleanly(tmp_path: Path, signal_name: str) 
     assert len(failed) == 1 and "interrupted" in failed[0].read_text()
     psutil.wait_procs(children, timeout=10)
     assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
+
+
+ENDLESS_SQL = textwrap.dedent(
+    """
+    import sys
+    import millpond
+
+    out, root = sys.argv[1:3]
+    sp = millpond.init(data_root=root, progress=False)
+    print("ready", flush=True)
+    endless = sp.partial_sql("SELECT sum(hash(i)) AS h FROM range(1000000000000) t(i)")
+    endless.write_parquet(out)
+    """
+)
+
+
+def test_sigterm_stops_a_long_query_running_in_the_driver(tmp_path: Path) -> None:
+    import signal
+
+    out = tmp_path / "out"
+    job = _start_writer(tmp_path, ENDLESS_SQL, out)
+    try:
+        assert job.stdout.readline().strip() == "ready"
+        _wait_for_staging(tmp_path, job)
+        time.sleep(0.5)  # the query runs
+        job.send_signal(signal.SIGTERM)
+        _stdout, stderr = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0
+    assert stderr.startswith("millpond: interrupted by SIGTERM") and "Traceback" not in stderr
+    assert _leftovers(tmp_path) == [] and not out.exists()
+
+
+def _wait_for_staging(parent: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not any(parent.glob(".out.millpond-staging-*")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the job never started writing"
+        time.sleep(0.02)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import millpond
-from millpond.errors import PlanError
+from millpond.errors import PlanError, TaskTimeoutError
 from millpond.execution.driver import Driver
 from millpond.logical.dataset import ParquetDataSet
 from millpond.logical.node import (
@@ -363,7 +363,7 @@ def test_attach_through_a_ray_client_address(ray_head, tmp_path):
 GPU_SCRIPT = """
 import json, os, sys, time
 import pyarrow as pa
-from millpond.errors import PlanError
+from millpond.errors import PlanError, TaskTimeoutError
 from millpond.operators.data import FilePartition, ObjectPartition
 from millpond.execution.driver import Driver
 from millpond.logical.dataset import ArrowTableDataSet
@@ -809,3 +809,35 @@ def test_a_local_data_root_that_a_node_cannot_see_is_refused_at_start_up(tmp_pat
     assert "shared mount" in refused
     assert "NODES 2 100 2" in done.stdout  # the job's tasks ran on both nodes
     assert "WIDE 100" in done.stdout and "more than any node" in done.stderr
+
+
+class Stuck:
+    """A model whose every call hangs."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        while True:
+            time.sleep(0.1)
+
+
+def stuck(batch: pa.Table) -> pa.Table:
+    while True:
+        time.sleep(0.1)
+
+
+def test_a_task_past_its_timeout_is_stopped_on_ray_and_retried(ray_address, tmp_path):
+    """A plain Ray task is cancelled, an actor killed (its pool replaces it); both are
+    retried per max_retry, then raise TaskTimeoutError naming the step and the timeout."""
+    options = {"data_root": str(tmp_path), "progress": False, "inline_bytes": 0}
+    with millpond.init(ray_address=ray_address, task_timeout=2, max_retry=1, **options) as sp:
+        df = sp.from_items([{"x": 1}]).map_batches(stuck)
+        with pytest.raises(TaskTimeoutError, match=r"timeout of 2 s \(task_timeout=2\)") as info:
+            df.to_arrow()
+        assert "after 2 attempt(s)" in str(info.value) and "map_batches(stuck)" in str(info.value)
+        pooled = sp.from_items([{"x": 1}]).map_batches(Stuck, concurrency=1, timeout=1)
+        with pytest.raises(TaskTimeoutError, match=r"timeout=1 of step map_batches\(Stuck\)"):
+            pooled.to_arrow()
+        assert sp.from_items([{"x": 2}]).map_batches(add_one).take_all() == [{"x": 3}]
+
+
+def add_one(batch: pa.Table) -> pa.Table:
+    return pa.table({"x": pa.compute.add(batch["x"], 1)})

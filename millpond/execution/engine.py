@@ -3,6 +3,7 @@ are small, else on a pool of worker processes sized to the machine."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -12,6 +13,8 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import duckdb
 
@@ -95,6 +98,7 @@ class LocalEngine(Engine):
         self.num_executors = num_executors
         self._pool: WorkerPool | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._query_thread: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._gpus: list[str] | None = None
 
@@ -132,38 +136,48 @@ class LocalEngine(Engine):
 
     def _run_inline(self, queue: deque[TaskSpec]) -> Iterator[Outcome]:
         """One task at a time in this process (a task's demand is always met). Only SQL
-        runs here (never the user's Python); a task past its timeout is interrupted."""
+        runs here, never the user's Python. The query runs on a thread of its own while
+        this (main) thread waits: Ctrl-C and SIGTERM reach it at once, and a task past its
+        timeout, or interrupted, has its queries stopped."""
         if self._con is None:
             self._con = duckdb.connect()
+        if self._query_thread is None:
+            self._query_thread = ThreadPoolExecutor(1, thread_name_prefix="millpond-sql")
         pid = os.getpid()
         while queue:
             spec = queue.popleft()
             started = time.time()
             cursors: list[duckdb.DuckDBPyConnection] = []
-            timer = None
-            if spec.timeout:
-                timer = threading.Timer(spec.timeout, _interrupt, (cursors,))
-                timer.start()
+            running = self._query_thread.submit(run_task, spec, self._con, cursors)
             try:
-                result = run_task(spec, self._con, cursors)
+                result = running.result(timeout=spec.timeout)
+            except FutureTimeout as exc:
+                if running.done():  # the task's own TimeoutError, not the wait's
+                    failure = describe_failure(exc)
+                else:
+                    _stop(running, cursors)
+                    message = f"it ran longer than its timeout of {spec.timeout:g} s"
+                    failure = Failure("timeout", message)
             except Exception as exc:  # noqa: BLE001 - classified like a worker's failure
                 failure = describe_failure(exc)
-                if timer is not None and timer.finished.is_set():
-                    failure = Failure(
-                        "timeout", f"it ran longer than its timeout of {spec.timeout:g} s"
-                    )
-                yield Outcome(spec, failure=failure, pid=pid, started=started, finished=time.time())
+            except BaseException:  # interrupted: stop the query before giving up on it
+                _stop(running, cursors)
+                raise
+            else:
+                yield Outcome(
+                    spec, result=result, pid=pid, started=started, finished=result.finished
+                )
                 continue
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            yield Outcome(spec, result=result, pid=pid, started=started, finished=result.finished)
+            yield Outcome(spec, failure=failure, pid=pid, started=started, finished=time.time())
 
     def shutdown(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
+            if self._query_thread is not None:
+                self._query_thread.shutdown(wait=True)
+                self._query_thread = None
             if self._con is not None:
                 self._con.close()
                 self._con = None
@@ -175,10 +189,14 @@ def _watch(spec: TaskSpec) -> Watch:
     return Watch(memory=spec.memory_limit, timeout=spec.timeout)
 
 
-def _interrupt(cursors: list[duckdb.DuckDBPyConnection]) -> None:
-    """Stop the queries of a task that ran past its timeout."""
-    for cursor in list(cursors):
-        try:
-            cursor.interrupt()
-        except duckdb.Error:  # closed meanwhile
-            pass
+def _stop(running: Future, cursors: list[duckdb.DuckDBPyConnection]) -> None:
+    """Interrupt the queries of a task (past its timeout, or the job interrupted) and wait
+    until its thread has let go of the connection."""
+    while not running.done():
+        for cursor in list(cursors):
+            try:
+                cursor.interrupt()
+            except duckdb.Error:  # closed meanwhile
+                pass
+        with contextlib.suppress(Exception):  # a second Ctrl-C still gets through
+            running.exception(timeout=0.1)
