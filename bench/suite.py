@@ -29,6 +29,9 @@ class Sizes:
     udf_batch_size: int
     tiny_warm_runs: int
     tiny_cold_runs: int
+    heavy_rows: int  # small data, heavy UDF: rows in memory
+    heavy_rounds: int  # ... and busy-work steps per row (~2 ms per 5,000 here)
+    heavy_batch_size: int
 
 
 FULL = Sizes(
@@ -37,6 +40,9 @@ FULL = Sizes(
     udf_batch_size=10_000,
     tiny_warm_runs=50,
     tiny_cold_runs=5,
+    heavy_rows=50_000,
+    heavy_rounds=5_000,
+    heavy_batch_size=500,
 )
 QUICK = Sizes(
     groupby=GroupbySpec(rows=400_000, files=8, keys=20_000, row_group_size=25_000),
@@ -44,6 +50,9 @@ QUICK = Sizes(
     udf_batch_size=2_000,
     tiny_warm_runs=10,
     tiny_cold_runs=2,
+    heavy_rows=10_000,
+    heavy_rounds=250,
+    heavy_batch_size=200,
 )
 
 
@@ -356,6 +365,59 @@ def bench_udf(cfg: Config) -> list[Row]:
     return [c.row for c in contenders if c.row is not None]
 
 
+# --------------------------------------------------------------------------- small data, heavy UDF
+
+
+def bench_udf_small_heavy(cfg: Config) -> list[Row]:
+    """Few bytes, much compute per row (prompts, paths, URLs): 50k rows in memory, 16
+    partitions, a CPU-bound pure-Python UDF; millpond map_batches vs a single-process loop."""
+    sizes = cfg.sizes
+    base: dict[str, Any] = {
+        "rows": sizes.heavy_rows,
+        "rounds": sizes.heavy_rounds,
+        "batch_size": sizes.heavy_batch_size,
+        "num_executors": cfg.num_executors,
+    }
+
+    def task(name: str) -> Callable[[int], ProcResult]:
+        return lambda i: run_task(name, base, cfg.timeout)
+
+    loop = Contender("python loop (1 proc)", task("heavy.loop"))
+    mp = Contender("millpond -> to_arrow", task("heavy.millpond"), True)
+    contenders = [loop, mp]
+    nbytes = workloads.heavy_table(sizes.heavy_rows).nbytes
+    cfg.log(
+        f"small data, heavy udf: {sizes.heavy_rows:,} rows ({nbytes / MB:.1f} MB) in memory, "
+        f"{workloads.HEAVY_PARTITIONS} partitions, {sizes.heavy_rounds} busy-work steps per row, "
+        f"batch {sizes.heavy_batch_size}"
+    )
+    bench = "small data, heavy udf"
+    _measure(cfg, bench, contenders, cfg.repeat)
+
+    assert loop.row and mp.row
+    if _ok(loop):
+        ref = loop.runs[0].result
+        loop.row.set_reference("x faster than loop")
+        loop.row.notes.append(f"{ref['rows']:,} rows out")
+        if _ok(mp):
+            keys = ("rows", "digest", "columns")
+            for r in mp.runs:
+                diff = [k for k in keys if r.result.get(k) != ref[k]]
+                if diff:
+                    got = {k: r.result.get(k) for k in diff}
+                    want = {k: ref[k] for k in diff}
+                    mp.row.status = f"MISMATCH: {got} != loop {want}"
+                    break
+            else:
+                mp.row.notes.append("rows == loop (sorted by id)")
+            _set_ratio_vs(mp.row, loop.row, "x faster than loop", speedup=True)
+    mp.row.target = ">= 1.8x faster"
+    if mp.row.ratio is not None and not cfg.quick:
+        mp.row.met = mp.row.ratio >= 1.8
+    mp.row.notes = _millpond_notes(mp) + mp.row.notes
+    return [loop.row, mp.row]
+
+
 # --------------------------------------------------------------------------- tiny jobs
 
 
@@ -537,6 +599,7 @@ def bench_pipeline(cfg: Config) -> list[Row]:
 BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "groupby": bench_groupby,
     "udf": bench_udf,
+    "udf_small_heavy": bench_udf_small_heavy,
     "tiny": bench_tiny,
     "write": bench_write,
     "handoff": bench_handoff,

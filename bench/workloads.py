@@ -173,6 +173,102 @@ def udf_millpond(params: Params) -> dict[str, Any]:
     return {"time_s": elapsed, "init_s": t_init - t0, "shutdown_s": shutdown_s, **out}
 
 
+# --------------------------------------------------------------------------- small data, heavy UDF
+
+HEAVY_PARTITIONS = 16
+_MASK64 = (1 << 64) - 1
+_SUBJECTS = ("a red fox", "an old map", "a city at night", "two cats", "a mountain lake")
+_STYLES = ("in watercolour", "as a photo", "in pencil", "as a poster", "in oil paint")
+
+
+def heavy_table(rows: int) -> pa.Table:
+    """Few bytes per row, as in an AI pipeline's input: an ``id`` and a short ``prompt``."""
+    prompts = [
+        f"prompt {i:06d}: {_SUBJECTS[i % 5]} {_STYLES[(i // 5) % 5]}, seed {i * 7919 % 10007}"
+        for i in range(rows)
+    ]
+    return pa.table({"id": pa.array(range(rows), pa.int64()), "prompt": pa.array(prompts)})
+
+
+def heavy_score(value: str, rounds: int) -> int:
+    """Deterministic busy work costing the same per row: ``rounds`` steps of a 64-bit
+    integer mix seeded with the CRC of ``value`` (pure Python, holds the GIL)."""
+    import zlib
+
+    h = zlib.crc32(value.encode())
+    for _ in range(rounds):
+        h = (h * 6364136223846793005 + 1442695040888963407) & _MASK64
+        h ^= h >> 29
+    return h >> 1  # fits an int64
+
+
+class HeavyUdf:
+    """``map_batches`` function: the input columns plus ``score`` (int64), per row
+    ``heavy_score(prompt, rounds)``. An instance (not a class), so it runs as a plain
+    function on each batch."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rounds = self.rounds
+        scores = [heavy_score(p, rounds) for p in table.column("prompt").to_pylist()]
+        return table.append_column("score", pa.array(scores, pa.int64()))
+
+
+def _heavy_summary(table: pa.Table) -> dict[str, Any]:
+    """Row count and a digest of the rows sorted by ``id`` (order-independent, exact)."""
+    import hashlib
+
+    t = table.sort_by("id")
+    h = hashlib.sha256()
+    h.update(t.column("id").to_numpy().astype("<i8").tobytes())
+    h.update(t.column("score").to_numpy().astype("<i8").tobytes())
+    h.update("\n".join(t.column("prompt").to_pylist()).encode())
+    return {"rows": t.num_rows, "digest": h.hexdigest(), "columns": table.column_names}
+
+
+def heavy_loop(params: Params) -> dict[str, Any]:
+    """Single-process baseline: the UDF over the same 16 partitions, batch by batch."""
+    table = heavy_table(params["rows"])
+    udf = HeavyUdf(params["rounds"])
+    n, parts = table.num_rows, HEAVY_PARTITIONS
+    t0 = time.perf_counter()
+    out: list[pa.Table] = []
+    for i in range(parts):
+        start, stop = n * i // parts, n * (i + 1) // parts
+        for batch in table.slice(start, stop - start).to_batches(params["batch_size"]):
+            out.append(udf(pa.Table.from_batches([batch])))
+    result = pa.concat_tables(out)
+    elapsed = time.perf_counter() - t0
+    return {"time_s": elapsed, **_heavy_summary(result)}
+
+
+def heavy_millpond(params: Params) -> dict[str, Any]:
+    """millpond from_arrow(npartitions=16) -> map_batches(HeavyUdf) -> to_arrow()."""
+    table = heavy_table(params["rows"])
+    t0 = time.perf_counter()
+    sp = _init_millpond(params)
+    t_init = time.perf_counter()
+    try:
+        result = (
+            sp.from_arrow(table, npartitions=HEAVY_PARTITIONS)
+            .map_batches(HeavyUdf(params["rounds"]), batch_size=params["batch_size"])
+            .to_arrow()
+        )
+        elapsed = time.perf_counter() - t0
+    finally:
+        t_sd = time.perf_counter()
+        sp.shutdown()
+        shutdown_s = time.perf_counter() - t_sd
+    return {
+        "time_s": elapsed,
+        "init_s": t_init - t0,
+        "shutdown_s": shutdown_s,
+        **_heavy_summary(result),
+    }
+
+
 # --------------------------------------------------------------------------- tiny jobs
 
 TINY_N = 1000
@@ -449,6 +545,8 @@ TASKS: dict[str, Task] = {
     "groupby.millpond": groupby_millpond,
     "udf.loop": udf_loop,
     "udf.millpond": udf_millpond,
+    "heavy.loop": heavy_loop,
+    "heavy.millpond": heavy_millpond,
     "tiny_warm.millpond": tiny_warm_millpond,
     "tiny_warm.duckdb": tiny_warm_duckdb,
     "write.duckdb": write_duckdb,

@@ -25,6 +25,7 @@ def test_bench_quick_mode_runs_and_every_result_matches(tmp_path) -> None:
     for name in (
         "groupby",
         "python udf",
+        "small data, heavy udf",
         "tiny cold",
         "tiny warm",
         "scan+filter+write",

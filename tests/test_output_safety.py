@@ -367,11 +367,15 @@ def _start_writer(tmp_path: Path, source: str, out: Path) -> subprocess.Popen:
     )
 
 
-def _wait_for_staged_file(parent: Path, process: subprocess.Popen) -> None:
+def _wait_for_staging(
+    parent: Path, process: subprocess.Popen, inside: str = "part-*.parquet"
+) -> None:
+    """Until the job's staging directory holds a file matching ``inside`` ("": exists)."""
+    pattern = ".out.millpond-staging-*" + (f"/{inside}" if inside else "")
     deadline = time.monotonic() + 60
-    while not any(parent.glob(".out.millpond-staging-*/part-*.parquet")):
+    while not any(parent.glob(pattern)):
         assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the job never staged a file"
+        assert time.monotonic() < deadline, f"the job never staged {pattern}"
         time.sleep(0.02)
 
 
@@ -381,7 +385,7 @@ def test_staging_of_a_killed_writer_is_removed_by_the_next_write(
     out = tmp_path / "out"
     writer = _start_writer(tmp_path, KILLED_WRITER, out)
     try:
-        _wait_for_staged_file(tmp_path, writer)
+        _wait_for_staging(tmp_path, writer)
         writer.kill()
         writer.wait(timeout=30)
     finally:
@@ -401,7 +405,7 @@ def test_sigterm_or_ctrl_c_ends_a_job_cleanly(tmp_path: Path, signal_name: str) 
     out = tmp_path / "out"
     writer = _start_writer(tmp_path, KILLED_WRITER, out)
     try:
-        _wait_for_staged_file(tmp_path, writer)
+        _wait_for_staging(tmp_path, writer)
         children = psutil.Process(writer.pid).children(recursive=True)
         assert children, "the job runs its Python step on workers"
         writer.send_signal(getattr(signal, signal_name))
@@ -442,7 +446,7 @@ def test_sigterm_stops_a_long_query_running_in_the_driver(tmp_path: Path) -> Non
     job = _start_writer(tmp_path, ENDLESS_SQL, out)
     try:
         assert job.stdout.readline().strip() == "ready"
-        _wait_for_staging(tmp_path, job)
+        _wait_for_staging(tmp_path, job, inside="")
         time.sleep(0.5)  # the query runs
         job.send_signal(signal.SIGTERM)
         _stdout, stderr = job.communicate(timeout=60)
@@ -452,11 +456,3 @@ def test_sigterm_stops_a_long_query_running_in_the_driver(tmp_path: Path) -> Non
     assert job.returncode != 0
     assert stderr.startswith("millpond: interrupted by SIGTERM") and "Traceback" not in stderr
     assert _leftovers(tmp_path) == [] and not out.exists()
-
-
-def _wait_for_staging(parent: Path, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while not any(parent.glob(".out.millpond-staging-*")):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the job never started writing"
-        time.sleep(0.02)

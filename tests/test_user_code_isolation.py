@@ -208,3 +208,15 @@ def test_timeouts_must_be_positive(make_session) -> None:
     session = make_session("inline")
     with pytest.raises(PlanError, match="timeout"):
         session.from_items([{"x": 1}]).map_batches(lambda t: t, timeout=-1)
+
+
+def test_a_udf_raising_memory_error_is_retried_with_a_larger_budget(make_session) -> None:
+    session = make_session("inline", memory_limit="512MB", num_executors=2, max_retry=0)
+
+    def out_of_memory(batch: pa.Table) -> pa.Table:
+        raise MemoryError("cannot allocate")
+
+    with pytest.raises(MemoryLimitError, match="raised MemoryError"):
+        session.from_items([{"x": 1}]).map_batches(out_of_memory).to_arrow()
+    budgets = [r.memory_limit for r in session.last_job.records]
+    assert budgets == [256 * 2**20, 512 * 2**20]

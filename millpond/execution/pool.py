@@ -53,10 +53,12 @@ def _main_module_hidden() -> Iterator[None]:
 
 def _context() -> mp.context.BaseContext:
     """forkserver: workers fork from a clean server that has imported DuckDB and Arrow once,
-    so they start in milliseconds without inheriting the driver's threads."""
+    so they start in milliseconds without inheriting the driver's threads. pandas too,
+    where installed: pyarrow imports it on a UDF's first ``pa.array``/``to_pandas``, which
+    would otherwise cost every worker its first task's half second."""
     try:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["millpond.execution.worker"])
+        ctx.set_forkserver_preload(["millpond.execution.worker", "pandas"])
         return ctx
     except ValueError:  # pragma: no cover - platforms without forkserver
         return mp.get_context("spawn")

@@ -79,6 +79,8 @@ def _is_deterministic(exc: BaseException) -> bool:
 def describe_failure(exc: BaseException, step: Step | None = None) -> Failure:
     """Classify an exception raised by :func:`run_task`; ``step`` is the user's step that
     was running (named in the error of a failure that is the user's)."""
+    if isinstance(exc, UserCodeFailure) and isinstance(exc.original, MemoryError):
+        return Failure("memory", f"{exc.step.label} raised MemoryError", exc.formatted)
     if isinstance(exc, UserCodeFailure):
         return Failure("user", str(exc), exc.formatted, _pickled(exc.original), step=exc.step)
     if isinstance(exc, QueryFailure):

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from millpond.errors import OutputExistsError, PlanError
+from millpond.errors import OutputExistsError, PlanError, UnsafePathError
 from millpond.io.safety import check_replaceable, protected_reason, remove_path
 
 MODES = ("error", "overwrite", "append", "ignore")
@@ -44,8 +44,6 @@ def check_destination(path: str, mode: str, inputs: Iterable[str] = ()) -> bool:
         raise PlanError(f"mode must be one of {MODES}, got {mode!r}")
     reason = protected_reason(path)
     if reason is not None and mode != "error":
-        from millpond.errors import UnsafePathError
-
         raise UnsafePathError(f"refusing to write to {path!r} with mode={mode!r}: {reason}")
     if os.path.lexists(path):
         if mode == "error":
