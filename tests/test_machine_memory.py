@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import millpond.config as config
+import millpond.machine as machine
 from millpond.common import GB
 
 # Real line shapes from /proc/self/mountinfo (cgroup v2 only, and a v1 host).
@@ -50,7 +51,7 @@ def test_v2_limit_on_own_nested_cgroup(tmp_path: Path) -> None:
             f"{base}/system.slice/run-u42.service/memory.max": str(3 * GB),
         },
     )
-    assert config._cgroup_memory_limit(root) == 3 * GB
+    assert machine._cgroup_memory_limit(root) == 3 * GB
 
 
 def test_v2_limit_on_ancestor_only(tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_v2_limit_on_ancestor_only(tmp_path: Path) -> None:
             f"{base}/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope/memory.max": "max",
         },
     )
-    assert config._cgroup_memory_limit(root) == 2 * GB
+    assert machine._cgroup_memory_limit(root) == 2 * GB
 
 
 def test_v2_all_max_is_unlimited(tmp_path: Path) -> None:
@@ -79,13 +80,13 @@ def test_v2_all_max_is_unlimited(tmp_path: Path) -> None:
             f"{base}/user.slice/user-1000.slice/memory.max": "max",
         },
     )
-    assert config._cgroup_memory_limit(root) is None
+    assert machine._cgroup_memory_limit(root) is None
 
 
 def test_v2_mount_point_with_escaped_space(tmp_path: Path) -> None:
     mountinfo = "35 24 0:30 / /my\\040cgroup rw,relatime shared:9 - cgroup2 cgroup2 rw\n"
     root = make_tree(tmp_path, "0::/job\n", mountinfo, {"my cgroup/job/memory.max": str(GB)})
-    assert config._cgroup_memory_limit(root) == GB
+    assert machine._cgroup_memory_limit(root) == GB
 
 
 def test_v1_combined_controllers_nested_path(tmp_path: Path) -> None:
@@ -102,7 +103,7 @@ def test_v1_combined_controllers_nested_path(tmp_path: Path) -> None:
             "sys/fs/cgroup/cpu/memory.limit_in_bytes": str(GB),
         },
     )
-    assert config._cgroup_memory_limit(root) == 3 * GB
+    assert machine._cgroup_memory_limit(root) == 3 * GB
 
 
 def test_v1_container_mount_root_is_the_cgroup(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_v1_container_mount_root_is_the_cgroup(tmp_path: Path) -> None:
         mountinfo,
         {"sys/fs/cgroup/memory/memory.limit_in_bytes": str(3 * GB)},
     )
-    assert config._cgroup_memory_limit(root) == 3 * GB
+    assert machine._cgroup_memory_limit(root) == 3 * GB
 
 
 def test_v1_unlimited(tmp_path: Path) -> None:
@@ -130,7 +131,7 @@ def test_v1_unlimited(tmp_path: Path) -> None:
             f"{base}/process_api/ab95/memory.limit_in_bytes": V1_UNLIMITED,
         },
     )
-    assert config._cgroup_memory_limit(root) is None
+    assert machine._cgroup_memory_limit(root) is None
 
 
 def test_hybrid_takes_smallest_of_v1_and_v2(tmp_path: Path) -> None:
@@ -143,7 +144,7 @@ def test_hybrid_takes_smallest_of_v1_and_v2(tmp_path: Path) -> None:
             "sys/fs/cgroup/unified/a/memory.max": str(2 * GB),
         },
     )
-    assert config._cgroup_memory_limit(root) == 2 * GB
+    assert machine._cgroup_memory_limit(root) == 2 * GB
 
 
 @pytest.mark.parametrize(
@@ -158,16 +159,16 @@ def test_missing_files_mean_no_limit(
         (tmp_path / "proc/self/cgroup").write_text(cgroup)
     if mountinfo is not None:
         (tmp_path / "proc/self/mountinfo").write_text(mountinfo)
-    assert config._cgroup_memory_limit(str(tmp_path)) is None
+    assert machine._cgroup_memory_limit(str(tmp_path)) is None
 
 
 def test_machine_memory_on_this_machine() -> None:
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    assert 0 < config.machine_memory() <= physical
+    assert 0 < machine.machine_memory() <= physical
 
 
 def test_default_memory_limit_follows_cgroup(monkeypatch: pytest.MonkeyPatch) -> None:
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     limit = min(3 * GB, physical)
-    monkeypatch.setattr(config, "_cgroup_memory_limit", lambda root="/": limit)
+    monkeypatch.setattr(machine, "_cgroup_memory_limit", lambda root="/": limit)
     assert config.SessionConfig().memory_limit == pytest.approx(0.8 * limit, rel=1e-6)

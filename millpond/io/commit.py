@@ -216,7 +216,7 @@ def _move_no_replace(source: str, target: str) -> None:
             raise OutputExistsError(f"cannot append: {target!r} already exists") from None
         os.replace(source, target)
         return
-    os.remove(source)
+    os.remove(source)  # the second name of a file that lives on under ``target``: a move
 
 
 def commit(staging: str, path: str, mode: str, inputs: Iterable[str] = ()) -> bool:
@@ -226,8 +226,7 @@ def commit(staging: str, path: str, mode: str, inputs: Iterable[str] = ()) -> bo
     path = destination(path)
     with destination_lock(path):
         _merge_task_dirs(staging)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(staging, WRITER_FILE))
+        remove_path(os.path.join(staging, WRITER_FILE), within=staging)
         exists = os.path.lexists(path)
         if mode == "append" and exists:
             if not os.path.isdir(path):
