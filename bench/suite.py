@@ -306,6 +306,20 @@ def bench_groupby(cfg: Config) -> list[Row]:
 # --------------------------------------------------------------------------- python UDF
 
 
+def _check_against_loop(c: Contender, ref: dict, keys: list[str], note: str) -> None:
+    """Mark ``c``'s row MISMATCH if any run's ``keys`` differ from the loop's ``ref``,
+    else add ``note``."""
+    assert c.row is not None
+    for r in c.runs:
+        diff = [k for k in keys if r.result.get(k) != ref.get(k)]
+        if diff:
+            got = {k: r.result.get(k) for k in diff}
+            want = {k: ref.get(k) for k in diff}
+            c.row.status = f"MISMATCH: {got} != loop {want}"
+            return
+    c.row.notes.append(note)
+
+
 def bench_udf(cfg: Config) -> list[Row]:
     """Python UDF over 2M text rows: millpond map_batches vs a single-process loop."""
     spec = cfg.sizes.text
@@ -344,16 +358,8 @@ def bench_udf(cfg: Config) -> list[Row]:
             assert c.row is not None
             if not _ok(c):
                 continue
-            for r in c.runs:
-                keys = [k for k in ("rows", "sum_n_words") if k in r.result]
-                diff = [k for k in keys if r.result[k] != ref[k]]
-                if diff:
-                    got = {k: r.result[k] for k in keys}
-                    want = {k: ref[k] for k in keys}
-                    c.row.status = f"MISMATCH: {got} != loop {want}"
-                    break
-            else:
-                c.row.notes.append("rows == loop")
+            keys = [k for k in ("rows", "sum_n_words") if k in c.runs[0].result]
+            _check_against_loop(c, ref, keys, "rows == loop")
             _set_ratio_vs(c.row, loop.row, "x faster than loop", speedup=True)
     for c in contenders[1:]:
         assert c.row is not None
@@ -400,16 +406,8 @@ def bench_udf_small_heavy(cfg: Config) -> list[Row]:
         loop.row.set_reference("x faster than loop")
         loop.row.notes.append(f"{ref['rows']:,} rows out")
         if _ok(mp):
-            keys = ("rows", "digest", "columns")
-            for r in mp.runs:
-                diff = [k for k in keys if r.result.get(k) != ref[k]]
-                if diff:
-                    got = {k: r.result.get(k) for k in diff}
-                    want = {k: ref[k] for k in diff}
-                    mp.row.status = f"MISMATCH: {got} != loop {want}"
-                    break
-            else:
-                mp.row.notes.append("rows == loop (sorted by id)")
+            keys = ["rows", "digest", "columns"]
+            _check_against_loop(mp, ref, keys, "rows == loop (sorted by id)")
             _set_ratio_vs(mp.row, loop.row, "x faster than loop", speedup=True)
     mp.row.target = ">= 1.8x faster"
     if mp.row.ratio is not None and not cfg.quick:

@@ -152,25 +152,34 @@ def udf_loop(params: Params) -> dict[str, Any]:
     return {"time_s": elapsed, **_udf_summary(table)}
 
 
-def udf_millpond(params: Params) -> dict[str, Any]:
-    """millpond read_parquet -> map_batches(normalize_udf) -> to_arrow() or count()."""
+def _timed_session(params: Params, job: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``job(session)`` in a fresh millpond session: the time from before ``init`` to
+    the job's end (``time_s``, with ``init_s``), ``shutdown_s`` apart, and what it returned."""
     t0 = time.perf_counter()
     sp = _init_millpond(params)
     t_init = time.perf_counter()
     try:
-        df = sp.read_parquet(params["glob"]).map_batches(
-            normalize_udf, batch_size=params["batch_size"]
-        )
-        if params.get("sink") == "count":
-            out: dict[str, Any] = {"rows": int(df.count())}
-        else:
-            out = _udf_summary(df.to_arrow())
+        out = job(sp)
         elapsed = time.perf_counter() - t0
     finally:
         t_sd = time.perf_counter()
         sp.shutdown()
         shutdown_s = time.perf_counter() - t_sd
     return {"time_s": elapsed, "init_s": t_init - t0, "shutdown_s": shutdown_s, **out}
+
+
+def udf_millpond(params: Params) -> dict[str, Any]:
+    """millpond read_parquet -> map_batches(normalize_udf) -> to_arrow() or count()."""
+
+    def job(sp) -> dict[str, Any]:
+        df = sp.read_parquet(params["glob"]).map_batches(
+            normalize_udf, batch_size=params["batch_size"]
+        )
+        if params.get("sink") == "count":
+            return {"rows": int(df.count())}
+        return _udf_summary(df.to_arrow())
+
+    return _timed_session(params, job)
 
 
 # --------------------------------------------------------------------------- small data, heavy UDF
@@ -247,26 +256,13 @@ def heavy_loop(params: Params) -> dict[str, Any]:
 def heavy_millpond(params: Params) -> dict[str, Any]:
     """millpond from_arrow(npartitions=16) -> map_batches(HeavyUdf) -> to_arrow()."""
     table = heavy_table(params["rows"])
-    t0 = time.perf_counter()
-    sp = _init_millpond(params)
-    t_init = time.perf_counter()
-    try:
-        result = (
-            sp.from_arrow(table, npartitions=HEAVY_PARTITIONS)
-            .map_batches(HeavyUdf(params["rounds"]), batch_size=params["batch_size"])
-            .to_arrow()
-        )
-        elapsed = time.perf_counter() - t0
-    finally:
-        t_sd = time.perf_counter()
-        sp.shutdown()
-        shutdown_s = time.perf_counter() - t_sd
-    return {
-        "time_s": elapsed,
-        "init_s": t_init - t0,
-        "shutdown_s": shutdown_s,
-        **_heavy_summary(result),
-    }
+
+    def job(sp) -> dict[str, Any]:
+        df = sp.from_arrow(table, npartitions=HEAVY_PARTITIONS)
+        udf = HeavyUdf(params["rounds"])
+        return _heavy_summary(df.map_batches(udf, batch_size=params["batch_size"]).to_arrow())
+
+    return _timed_session(params, job)
 
 
 # --------------------------------------------------------------------------- tiny jobs
@@ -386,29 +382,17 @@ def write_millpond(params: Params) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     out = Path(params["out"])
-    t0 = time.perf_counter()
-    sp = _init_millpond(params)
-    t_init = time.perf_counter()
-    try:
+
+    def job(sp) -> dict[str, Any]:
         df = sp.read_parquet(params["glob"]).filter(WRITE_FILTER)
         if hasattr(df, "write_parquet"):
-            how = "df.write_parquet"
             df.write_parquet(str(out / "result"))
-        else:
-            how = "to_arrow + pq.write_table"
-            pq.write_table(df.to_arrow(), out / "result.parquet")
-        elapsed = time.perf_counter() - t0
-    finally:
-        t_sd = time.perf_counter()
-        sp.shutdown()
-        shutdown_s = time.perf_counter() - t_sd
-    return {
-        "time_s": elapsed,
-        "init_s": t_init - t0,
-        "shutdown_s": shutdown_s,
-        "rows": _count_parquet_rows(out),
-        "how": how,
-    }
+            return {"how": "df.write_parquet"}
+        pq.write_table(df.to_arrow(), out / "result.parquet")
+        return {"how": "to_arrow + pq.write_table"}
+
+    timed = _timed_session(params, job)
+    return {**timed, "rows": _count_parquet_rows(out)}
 
 
 # --------------------------------------------------------------------------- Ray handoff
