@@ -40,47 +40,39 @@ def make_tree(root: Path, cgroup: str, mountinfo: str, files: dict[str, str]) ->
     return str(root)
 
 
-def test_v2_limit_on_own_nested_cgroup(tmp_path: Path) -> None:
-    base = "sys/fs/cgroup"
-    root = make_tree(
-        tmp_path,
-        "0::/system.slice/run-u42.service\n",
-        V2_MOUNTINFO,
-        {
-            f"{base}/system.slice/memory.max": "max",
-            f"{base}/system.slice/run-u42.service/memory.max": str(3 * GB),
-        },
-    )
-    assert machine._cgroup_memory_limit(root) == 3 * GB
-
-
-def test_v2_limit_on_ancestor_only(tmp_path: Path) -> None:
-    base = "sys/fs/cgroup"
-    root = make_tree(
-        tmp_path,
-        "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope\n",
-        V2_MOUNTINFO,
-        {
-            f"{base}/kubepods.slice/memory.max": str(20 * GB),
-            f"{base}/kubepods.slice/kubepods-pod1.slice/memory.max": str(2 * GB),
-            f"{base}/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope/memory.max": "max",
-        },
-    )
-    assert machine._cgroup_memory_limit(root) == 2 * GB
-
-
-def test_v2_all_max_is_unlimited(tmp_path: Path) -> None:
-    base = "sys/fs/cgroup"
-    root = make_tree(
-        tmp_path,
-        "0::/user.slice/user-1000.slice\n",
-        V2_MOUNTINFO,
-        {
-            f"{base}/user.slice/memory.max": "max",
-            f"{base}/user.slice/user-1000.slice/memory.max": "max",
-        },
-    )
-    assert machine._cgroup_memory_limit(root) is None
+@pytest.mark.parametrize(
+    ("cgroup", "limits", "expected"),
+    [
+        pytest.param(  # the process's own nested cgroup is limited, "max" above it
+            "/system.slice/run-u42.service",
+            {"system.slice": "max", "system.slice/run-u42.service": str(3 * GB)},
+            3 * GB,
+            id="own-nested-cgroup",
+        ),
+        pytest.param(  # only an ancestor is limited: it binds its children
+            "/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope",
+            {
+                "kubepods.slice": str(20 * GB),
+                "kubepods.slice/kubepods-pod1.slice": str(2 * GB),
+                "kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope": "max",
+            },
+            2 * GB,
+            id="ancestor-only",
+        ),
+        pytest.param(
+            "/user.slice/user-1000.slice",
+            {"user.slice": "max", "user.slice/user-1000.slice": "max"},
+            None,
+            id="all-max-is-unlimited",
+        ),
+    ],
+)
+def test_v2_takes_the_smallest_memory_max_up_to_the_mount(
+    tmp_path: Path, cgroup: str, limits: dict[str, str], expected: int | None
+) -> None:
+    files = {f"sys/fs/cgroup/{group}/memory.max": value for group, value in limits.items()}
+    root = make_tree(tmp_path, f"0::{cgroup}\n", V2_MOUNTINFO, files)
+    assert machine._cgroup_memory_limit(root) == expected
 
 
 def test_v2_mount_point_with_escaped_space(tmp_path: Path) -> None:

@@ -219,18 +219,16 @@ class WorkerPool:
                     timeout=WATCH_INTERVAL_S if watched else None,
                 )
                 for worker in busy:
-                    if worker.conn not in ready and worker.process.sentinel not in ready:
-                        over = self._over_limit(worker) if watched else None
-                        if over is not None:
-                            free_slots += worker.slots
-                            _give_back(free_gpus, worker.gpus)
-                            worker.slots, worker.gpus = 0, []
-                            yield over
+                    done = worker.conn in ready or worker.process.sentinel in ready
+                    over = self._over_limit(worker) if watched and not done else None
+                    if not done and over is None:
                         continue
                     free_slots += worker.slots
                     _give_back(free_gpus, worker.gpus)
                     worker.slots, worker.gpus = 0, []
-                    if worker.conn in ready:
+                    if over is not None:
+                        yield over
+                    elif worker.conn in ready:
                         try:
                             status, value = cloudpickle.loads(worker.conn.recv_bytes())
                         except (EOFError, OSError):

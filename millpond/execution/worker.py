@@ -76,9 +76,9 @@ def _is_deterministic(exc: BaseException) -> bool:
     return isinstance(exc, _DETERMINISTIC)
 
 
-def describe_failure(exc: BaseException, step: Step | None = None) -> Failure:
-    """Classify an exception raised by :func:`run_task`; ``step`` is the user's step that
-    was running (named in the error of a failure that is the user's)."""
+def describe_failure(exc: BaseException) -> Failure:
+    """Classify an exception raised by :func:`run_task` (which tags one that is not its
+    own kind with the user's step that was running: ``millpond_step``)."""
     if isinstance(exc, UserCodeFailure) and isinstance(exc.original, MemoryError):
         return Failure("memory", f"{exc.step.label} raised MemoryError", exc.formatted)
     if isinstance(exc, UserCodeFailure):
@@ -96,7 +96,7 @@ def describe_failure(exc: BaseException, step: Step | None = None) -> Failure:
             f"{type(exc).__name__}: {exc}",
             traceback.format_exc(),
             _pickled(exc),
-            step=getattr(exc, "millpond_step", None) or step,
+            step=getattr(exc, "millpond_step", None),
         )
     return Failure("system", f"{type(exc).__name__}: {exc}", traceback.format_exc(), _pickled(exc))
 

@@ -42,8 +42,8 @@ def check_destination(path: str, mode: str, inputs: Iterable[str] = ()) -> bool:
     protected path (the root, a home or working directory), fail here, before any work."""
     if mode not in MODES:
         raise PlanError(f"mode must be one of {MODES}, got {mode!r}")
-    reason = protected_reason(path)
-    if reason is not None and mode != "error":
+    reason = protected_reason(path) if mode in ("append", "ignore") else None
+    if reason is not None:  # overwrite: check_replaceable below, with the job's inputs
         raise UnsafePathError(f"refusing to write to {path!r} with mode={mode!r}: {reason}")
     if os.path.lexists(path):
         if mode == "error":

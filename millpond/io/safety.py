@@ -9,6 +9,7 @@ an error, never a user's files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -108,7 +109,7 @@ def foreign_entry(path: str) -> str | None:
     return None
 
 
-def check_replaceable(path: str, inputs: Iterable[str] = (), what: str = "overwrite") -> None:
+def check_replaceable(path: str, inputs: Iterable[str] = ()) -> None:
     """Raise :class:`UnsafePathError` unless ``path`` (if it exists) may be replaced by a
     new dataset: it is not protected (see :func:`protected_reason`) and it holds nothing
     but what a dataset holds."""
@@ -116,19 +117,20 @@ def check_replaceable(path: str, inputs: Iterable[str] = (), what: str = "overwr
         return
     reason = protected_reason(path, inputs)
     if reason is not None:
-        raise UnsafePathError(f"refusing to {what} {path!r}: {reason}")
+        raise UnsafePathError(f"refusing to overwrite {path!r}: {reason}")
     foreign = foreign_entry(path)
     if foreign is not None:
         kind = "link" if os.path.islink(foreign) else "folder" if os.path.isdir(foreign) else "file"
         raise UnsafePathError(
-            f"refusing to {what} {path!r}: it is not a dataset — it holds {foreign!r}, a {kind} "
+            f"refusing to overwrite {path!r}: it is not a dataset — it holds {foreign!r}, a {kind} "
             "that is not a data file millpond writes (Parquet, CSV, JSON) or one of their "
             "markers; remove it yourself or write somewhere else"
         )
 
 
-def remove_path(path: str, *, within: str | None = None, missing_ok: bool = True) -> None:
-    """Delete ``path`` (a file, a link or a folder): the one function that deletes.
+def remove_path(path: str, *, within: str | None = None) -> None:
+    """Delete ``path`` (a file, a link or a folder; one already gone is fine): the one
+    function that deletes.
 
     Never the filesystem root, a home directory, the working directory or a folder that
     contains one of them. With ``within`` (millpond's own scratch space, e.g. a job
@@ -136,9 +138,7 @@ def remove_path(path: str, *, within: str | None = None, missing_ok: bool = True
     dataset holds (see :func:`foreign_entry`). Anything else raises
     :class:`UnsafePathError` and deletes nothing."""
     if not os.path.lexists(path):
-        if missing_ok:
-            return
-        raise FileNotFoundError(path)
+        return
     reason = protected_reason(path)
     if reason is not None:
         raise UnsafePathError(f"refusing to delete {path!r}: {reason}")
@@ -157,11 +157,8 @@ def remove_path(path: str, *, within: str | None = None, missing_ok: bool = True
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, onerror=_vanished_ok)
     else:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(path)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise
 
 
 def _vanished_ok(function, path: str, exc_info) -> None:

@@ -242,13 +242,12 @@ class WriteSink:
         if self.partition_by:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.directory)
-        elif not os.path.isdir(self.directory):
-            raise FileNotFoundError(f"the staging directory {self.directory!r} is gone")
-        if self.partition_by:
             opts = copy_options(self.format, partition_by=self.partition_by)[:-1]
             opts += f", FILENAME_PATTERN {quote_string(self.basename + '_{i}')})"
             target = self.directory
         else:
+            if not os.path.isdir(self.directory):
+                raise FileNotFoundError(f"the staging directory {self.directory!r} is gone")
             opts = copy_options(self.format)
             target = os.path.join(self.directory, self.basename + file_extension(self.format))
         if self.format == "parquet":
