@@ -11,9 +11,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.harness import FULL, QUICK, Config, Row
 from bench.measure import REPO_ROOT, run_code
 from bench.report import format_machine, format_table, machine_info
-from bench.suite import BENCHMARKS, FULL, QUICK, Config, Row
+from bench.suite import BENCHMARKS
 
 DEFAULT_DATA_DIR = Path(tempfile.gettempdir()) / "millpond-bench-data"
 

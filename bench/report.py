@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.suite import Row
+from bench.harness import Row
 
 GIB = 1024**3
 MB = 1024 * 1024

@@ -293,7 +293,7 @@ class Job:
     ) -> TaskSpec:
         """Attempt ``attempt`` of task ``index`` of ``stage``, reading ``slots``."""
         budget = self.resources.budget(stage, inline, memory_limit)
-        timeout, timeout_origin = self._timeout(stage)
+        timeout, timeout_origin = self.resources.timeout(stage)
         return TaskSpec(
             job_id=self.job_id,
             stage_id=stage.id,
@@ -315,17 +315,6 @@ class Job:
             timeout=timeout,
             timeout_origin=timeout_origin,
         )
-
-    def _timeout(self, stage: Stage) -> tuple[float | None, str]:
-        """How long a task of ``stage`` may run: the smallest of the session's
-        ``task_timeout`` and the ``timeout=`` of its steps, and who set it."""
-        timeout = self.config.task_timeout
-        origin = f"task_timeout={timeout:g}" if timeout else ""
-        for op in stage.ops:
-            own = getattr(op, "timeout", None)
-            if own and (timeout is None or own < timeout):
-                timeout, origin = float(own), f"timeout={own:g} of {op.step.describe()}"
-        return timeout, origin
 
     # -- running stages ---------------------------------------------------------
     def _begin(self, stage: Stage) -> StageRun:

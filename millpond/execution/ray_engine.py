@@ -17,7 +17,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import cloudpickle
 import duckdb
@@ -25,6 +24,7 @@ import duckdb
 from millpond.config import describe_size
 from millpond.execution.engine import Engine, LocalEngine
 from millpond.execution.pool import Demand, Outcome
+from millpond.execution.ray_pools import ActorPool, Flight, Usage, pool_op
 from millpond.execution.task import TaskSpec
 from millpond.execution.worker import Failure, execute, run_payload
 from millpond.io.filesystem import is_local
@@ -112,123 +112,6 @@ def _keeps_output(spec: TaskSpec) -> bool:
     """Whether the task's output stays in Ray's object store: the job asked for it in
     memory (a sink without a path) while the task runs on the cluster."""
     return isinstance(spec.sink, MaterializeSink) and spec.sink.path is None
-
-
-def _pool_op(spec: TaskSpec):
-    """The ``map_batches`` step of a task that runs in an actor pool, if any."""
-    for op in spec.ops:
-        if getattr(op, "actor_pool", False):
-            return op
-    return None
-
-
-class _ActorPool:
-    """The actors of one stage, started as its tasks need them (up to ``high``, and only
-    while the cluster has room: see :meth:`RayEngine._room_for_actor`); an actor that dies
-    is dropped, and a new one takes its place when a task needs one."""
-
-    def __init__(self, engine: RayEngine, bounds: tuple[int, int], need: Demand) -> None:
-        self.engine = engine
-        low, high = bounds
-        # no more actors than the cluster can hold at once: an actor Ray cannot place would
-        # keep the tasks given to it waiting for ever
-        fits = engine._cpus // max(1, need.slots)
-        if need.gpus > 0:
-            fits = min(fits, int(len(engine._gpus) / need.gpus + 1e-6))
-        if high > max(1, fits):
-            log.warning(
-                "concurrency=%d asks for more actors than the cluster holds (%d CPUs, %d GPUs); "
-                "the pool has %d",
-                high,
-                engine._cpus,
-                len(engine._gpus),
-                max(1, fits),
-            )
-            high = max(1, fits)
-        self.low, self.high = min(low, high), high
-        self.cpus, self.gpus = max(1, need.slots), need.gpus
-        options = engine._resources(need)
-        options["max_restarts"] = 0
-        self._factory = engine._actor.options(**options)
-        self.actors: list[object] = []
-        self.idle: list[object] = []
-
-    @property
-    def can_grow(self) -> bool:
-        return len(self.actors) < self.high
-
-    def grow(self) -> object:
-        """A new actor, handed out at once."""
-        actor = self._factory.remote()
-        self.actors.append(actor)
-        return actor
-
-    def take(self) -> object | None:
-        """An idle actor, or None."""
-        return self.idle.pop() if self.idle else None
-
-    def give_back(self, actor: object) -> None:
-        self.idle.append(actor)
-
-    def drop(self, actor: object) -> None:
-        if actor in self.actors:
-            self.actors.remove(actor)
-        if actor in self.idle:
-            self.idle.remove(actor)
-        with contextlib.suppress(Exception):
-            self.engine.ray.kill(actor)
-
-    def drop_idle(self) -> None:
-        for actor in list(self.idle):
-            self.drop(actor)
-
-    def close(self) -> None:
-        for actor in list(self.actors):
-            self.drop(actor)
-
-
-@dataclass
-class _Flight:
-    """A task handed to Ray: what it runs, since when, in which actor, holding what."""
-
-    spec: TaskSpec
-    submitted: float
-    need: Demand
-    actor: object | None = None
-    data: object | None = None  # the output's reference, when it stays in the object store
-
-
-@dataclass
-class _Usage:
-    """What the cluster holds while one scheduling pass runs: CPUs and GPUs of every actor
-    (busy or idle) and of the tasks in flight, the actors' CPUs alone, and the stages that
-    have work (queued or in flight). Counted once per pass and kept up to date as tasks
-    start, not recounted for each queued task."""
-
-    cpus: float
-    gpus: float
-    actor_cpus: float
-    working: set[int]
-
-    @classmethod
-    def of(cls, pending: dict[object, _Flight], pools: dict[int, _ActorPool], queue) -> _Usage:
-        actor_cpus = sum(p.cpus * len(p.actors) for p in pools.values())
-        actor_gpus = sum(p.gpus * len(p.actors) for p in pools.values())
-        tasks = [f.need for f in pending.values() if f.actor is None]
-        working = {s.stage_id for s in queue} | {f.spec.stage_id for f in pending.values()}
-        return cls(
-            actor_cpus + sum(max(1, n.slots) for n in tasks),
-            actor_gpus + sum(n.gpus for n in tasks),
-            actor_cpus,
-            working,
-        )
-
-    def grow(self, pool: _ActorPool) -> object:
-        """A new actor of ``pool``, counted."""
-        self.cpus += pool.cpus
-        self.gpus += pool.gpus
-        self.actor_cpus += pool.cpus
-        return pool.grow()
 
 
 def _sees_file(path: str) -> bool:
@@ -391,8 +274,8 @@ class RayEngine(Engine):
             yield from self._inline.run(queue, inline=True)
             return
         ray = self.ray
-        pending: dict[object, _Flight] = {}
-        pools: dict[int, _ActorPool] = {}
+        pending: dict[object, Flight] = {}
+        pools: dict[int, ActorPool] = {}
         try:
             while queue or pending:
                 self._start_tasks(queue, pending, pools, demand)
@@ -421,7 +304,7 @@ class RayEngine(Engine):
                 pool.close()
 
     def _stop_late(
-        self, pending: dict[object, _Flight], pools: dict[int, _ActorPool]
+        self, pending: dict[object, Flight], pools: dict[int, ActorPool]
     ) -> Iterator[Outcome]:
         """Stop the tasks past their timeout (a plain task is cancelled, an actor killed:
         its pool replaces it) and yield their failures."""
@@ -448,13 +331,13 @@ class RayEngine(Engine):
     def _start_tasks(
         self,
         queue: deque[TaskSpec],
-        pending: dict[object, _Flight],
-        pools: dict[int, _ActorPool],
+        pending: dict[object, Flight],
+        pools: dict[int, ActorPool],
         demand: Callable[[TaskSpec], Demand] | None,
     ) -> None:
         """Hand Ray every queued task that fits now. With nothing in flight the first one
         starts whatever it asks (idle actors make room for it): the job never stalls."""
-        usage = _Usage.of(pending, pools, queue)
+        usage = Usage.of(pending, pools, queue)
         position = 0
         while position < len(queue):
             spec = queue[position]
@@ -470,7 +353,7 @@ class RayEngine(Engine):
                 pool.drop_idle()
             spec = queue[0]
             need = self._fit(demand(spec) if demand is not None else Demand())
-            usage = _Usage.of(pending, pools, queue)
+            usage = Usage.of(pending, pools, queue)
             if self._start(spec, need, usage, pending, pools, force=True) is None:
                 raise RuntimeError(f"{spec.name} could not start on an idle Ray cluster")
             queue.popleft()
@@ -479,19 +362,19 @@ class RayEngine(Engine):
         self,
         spec: TaskSpec,
         need: Demand,
-        usage: _Usage,
-        pending: dict[object, _Flight],
-        pools: dict[int, _ActorPool],
+        usage: Usage,
+        pending: dict[object, Flight],
+        pools: dict[int, ActorPool],
         force: bool,
-    ) -> _Flight | None:
+    ) -> Flight | None:
         """Start ``spec`` on Ray if it fits (always with ``force``); None when it must wait.
         ``usage`` counts what it takes."""
-        op = _pool_op(spec)
+        op = pool_op(spec)
         data = None
         if op is not None:  # a callable class with concurrency: the stage's actors
             pool = pools.get(spec.stage_id)
             if pool is None:
-                pool = pools[spec.stage_id] = _ActorPool(self, op.concurrency, need)
+                pool = pools[spec.stage_id] = ActorPool(self, op.concurrency, need)
             actor = pool.take()
             if actor is None and pool.can_grow:
                 if force or self._room_for_actor(pool, spec, usage):
@@ -521,7 +404,7 @@ class RayEngine(Engine):
                 )
             else:
                 ref = self._remote.options(**options).remote(cloudpickle.dumps(shipped), *refs)
-        flight = pending[ref] = _Flight(spec, time.time(), need, actor, data)
+        flight = pending[ref] = Flight(spec, time.time(), need, actor, data)
         return flight
 
     def _fit(self, need: Demand) -> Demand:
@@ -561,12 +444,12 @@ class RayEngine(Engine):
             options["memory"] = int(need.memory)
         return options
 
-    def _room_for_task(self, need: Demand, usage: _Usage) -> bool:
+    def _room_for_task(self, need: Demand, usage: Usage) -> bool:
         if usage.cpus + max(1, need.slots) > self._cpus:
             return False
         return need.gpus <= 0 or usage.gpus + need.gpus <= len(self._gpus) + 1e-6
 
-    def _room_for_actor(self, pool: _ActorPool, spec: TaskSpec, usage: _Usage) -> bool:
+    def _room_for_actor(self, pool: ActorPool, spec: TaskSpec, usage: Usage) -> bool:
         """A new actor fits beside what runs, and leaves a CPU to the other stages while
         they have work (else a pool could hold every CPU while its input waits on them)."""
         if usage.cpus + pool.cpus > self._cpus:
@@ -616,7 +499,7 @@ class RayEngine(Engine):
                 _started_here = _connected_here = False
 
 
-def _time_left(pending: dict[object, _Flight]) -> float | None:
+def _time_left(pending: dict[object, Flight]) -> float | None:
     """Seconds until the first task in flight runs out of time (None: none can)."""
     deadlines = [f.submitted + f.spec.timeout for f in pending.values() if f.spec.timeout]
     return max(0.0, min(deadlines) - time.time()) if deadlines else None

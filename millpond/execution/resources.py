@@ -1,5 +1,6 @@
 """What one task of a stage may use: DuckDB threads, a memory budget, executor slots and
-GPUs, from the node's limits and the session's, fitted to the engine (with a warning)."""
+GPUs, from the node's limits and the session's, fitted to the engine (with a warning),
+and how long it may run."""
 
 from __future__ import annotations
 
@@ -50,6 +51,17 @@ class TaskResources:
         return TaskBudget(
             threads, memory, min(executor_slots, max(1, self.engine.parallelism)), gpus
         )
+
+    def timeout(self, stage: Stage) -> tuple[float | None, str]:
+        """How long a task of ``stage`` may run: the smallest of the session's
+        ``task_timeout`` and the ``timeout=`` of its steps, and who set it."""
+        timeout = self.config.task_timeout
+        origin = f"task_timeout={timeout:g}" if timeout else ""
+        for op in stage.ops:
+            own = getattr(op, "timeout", None)
+            if own and (timeout is None or own < timeout):
+                timeout, origin = float(own), f"timeout={own:g} of {op.step.describe()}"
+        return timeout, origin
 
     def _warn_once(self, stage: Stage, what: str, message: str) -> None:
         key = (stage.id, what)
