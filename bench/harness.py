@@ -67,7 +67,7 @@ class Config:
     log: Callable[[str], None] = print
 
     @property
-    def millpondsucceeded(self) -> bool:
+    def millpond_ok(self) -> bool:
         """Whether millpond contenders can run."""
         return self.millpond_error is None
 
