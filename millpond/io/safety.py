@@ -13,6 +13,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import stat
 from collections.abc import Iterable
 
 from millpond.errors import UnsafePathError
@@ -93,9 +94,13 @@ def is_data_file(name: str) -> bool:
 def foreign_entry(path: str) -> str | None:
     """The first entry below ``path`` that no dataset millpond writes would hold (a file
     of another kind, a folder not named ``key=value``, a symbolic link), or None."""
-    if os.path.islink(path):
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:  # gone meanwhile (another writer's commit renames it away)
+        return None
+    if stat.S_ISLNK(mode):
         return path
-    if not os.path.isdir(path):
+    if not stat.S_ISDIR(mode):
         return None if is_data_file(os.path.basename(path)) else path
     for root, dirs, files in os.walk(path):
         for name in sorted(dirs):
