@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.datagen import GroupbySpec, TextSpec
+from bench.datagen import DistinctSpec, GroupbySpec, JoinSpec, SortSpec, TextSpec
 from bench.measure import ProcResult, wait_for_quiet
 
 MB = 1024 * 1024
@@ -27,6 +27,9 @@ class Sizes:
     heavy_rows: int  # small data, heavy UDF: rows in memory
     heavy_rounds: int  # ... and busy-work steps per row (~2 ms per 5,000 here)
     heavy_batch_size: int
+    sort: SortSpec
+    distinct: DistinctSpec
+    join_right: JoinSpec  # the join's right side (its left side is the group-by data)
 
 
 FULL = Sizes(
@@ -38,16 +41,22 @@ FULL = Sizes(
     heavy_rows=50_000,
     heavy_rounds=5_000,
     heavy_batch_size=500,
+    sort=SortSpec(rows=10_000_000, files=8),
+    distinct=DistinctSpec(rows=10_000_000, files=8, pool=4_480_000),  # ~40 % distinct
+    join_right=JoinSpec(rows=1_000_000, files=4),
 )
 QUICK = Sizes(
     groupby=GroupbySpec(rows=400_000, files=8, keys=20_000, row_group_size=25_000),
     text=TextSpec(rows=40_000, files=8, row_group_size=2_500),
     udf_batch_size=2_000,
     tiny_warm_runs=10,
-    tiny_cold_runs=2,
+    tiny_cold_runs=1,
     heavy_rows=10_000,
     heavy_rounds=250,
     heavy_batch_size=200,
+    sort=SortSpec(rows=200_000, files=8, row_group_size=12_500),
+    distinct=DistinctSpec(rows=200_000, files=8, pool=89_600, row_group_size=12_500),
+    join_right=JoinSpec(rows=20_000, files=4, row_group_size=5_000),
 )
 
 
@@ -192,6 +201,19 @@ def millpond_notes(c: Contender) -> list[str]:
     if sd is not None:
         notes.append(f"shutdown {sd:.2f}s excl.")
     return notes
+
+
+def rss_note(row: Row, ref: Row, label: str = "DuckDB") -> None:
+    """Add ``peak RSS N.NNx <label>``: ``row``'s peak memory relative to ``ref``'s."""
+    if row.peak_rss and ref.peak_rss:
+        row.notes.append(f"peak RSS {row.peak_rss / ref.peak_rss:.2f}x {label}")
+
+
+def judge_vs(row: Row, cfg: Config, limit: float, label: str = "DuckDB") -> None:
+    """Set the target ``<= limit x label`` of a ratio row; judged on full sizes only."""
+    row.target = f"<= {limit:g}x {label}"
+    if row.ratio is not None and not cfg.quick:
+        row.met = row.ratio <= limit
 
 
 def check_against_loop(c: Contender, ref: dict, keys: list[str], note: str) -> None:

@@ -28,6 +28,12 @@ Task = Callable[[Params], dict[str, Any]]
 
 GROUPBY_SQL = "SELECT k, sum(v), count(*), max(s) FROM read_parquet('{glob}') GROUP BY k"
 WRITE_FILTER = "v < 25.0"
+SORT_SQL = "COPY (SELECT * FROM read_parquet('{glob}') ORDER BY key) TO '{out}' (FORMAT parquet)"
+DISTINCT_SQL = "SELECT DISTINCT text FROM read_parquet('{glob}')"
+JOIN_SQL = (
+    "SELECT l.id, l.v, r.w, r.tag FROM read_parquet('{left}') l "
+    "JOIN read_parquet('{right}') r ON l.k = r.k"
+)
 
 _PUNCT = re.compile(r"[^\w\s]+")
 
@@ -395,6 +401,139 @@ def write_millpond(params: Params) -> dict[str, Any]:
     return {**timed, "rows": _count_parquet_rows(out)}
 
 
+# --------------------------------------------------------------------------- sort -> Parquet
+# The parent checks the files written (row count, key order, multiset of keys).
+
+
+def sort_duckdb(params: Params) -> dict[str, Any]:
+    """DuckDB COPY (SELECT * ... ORDER BY key) TO one Parquet file."""
+    import duckdb
+
+    out = Path(params["out"]) / "data.parquet"
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    con.execute(SORT_SQL.format(glob=params["glob"], out=out))
+    elapsed = time.perf_counter() - t0
+    return {"time_s": elapsed}
+
+
+def sort_polars(params: Params) -> dict[str, Any]:
+    """Polars scan_parquet -> sort -> sink_parquet."""
+    import polars as pl
+
+    out = Path(params["out"]) / "data.parquet"
+    t0 = time.perf_counter()
+    pl.scan_parquet(params["glob"]).sort("key").sink_parquet(out)
+    elapsed = time.perf_counter() - t0
+    return {"time_s": elapsed}
+
+
+def sort_millpond(params: Params) -> dict[str, Any]:
+    """millpond read_parquet -> sort -> write_parquet (a new directory under ``out``)."""
+
+    def job(sp) -> dict[str, Any]:
+        sp.read_parquet(params["glob"]).sort("key").write_parquet(str(Path(params["out"]) / "data"))
+        return {}
+
+    return _timed_session(params, job)
+
+
+# --------------------------------------------------------------------------- distinct
+# Results are saved (after the timing) for the parent to compare with DuckDB's.
+
+
+def distinct_duckdb(params: Params) -> dict[str, Any]:
+    """One raw DuckDB SELECT DISTINCT, fetched to Arrow."""
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    table = con.sql(DISTINCT_SQL.format(glob=params["glob"])).to_arrow_table()
+    elapsed = time.perf_counter() - t0
+    _save(table, params.get("result_path"))
+    return {"time_s": elapsed, "rows": table.num_rows}
+
+
+def distinct_polars(params: Params) -> dict[str, Any]:
+    """Polars lazy scan + unique, collected and converted to Arrow."""
+    import polars as pl
+
+    t0 = time.perf_counter()
+    table = pl.scan_parquet(params["glob"]).unique().collect().to_arrow()
+    elapsed = time.perf_counter() - t0
+    _save(table, params.get("result_path"))
+    return {"time_s": elapsed, "rows": table.num_rows}
+
+
+def distinct_millpond(params: Params) -> dict[str, Any]:
+    """millpond read_parquet -> distinct -> to_arrow."""
+    tables: list[pa.Table] = []
+
+    def job(sp) -> dict[str, Any]:
+        tables.append(sp.read_parquet(params["glob"]).distinct().to_arrow())
+        return {}
+
+    timed = _timed_session(params, job)
+    _save(tables[0], params.get("result_path"))
+    return {**timed, "rows": tables[0].num_rows}
+
+
+# --------------------------------------------------------------------------- join
+
+
+def _join_summary(table: pa.Table) -> dict[str, Any]:
+    """Row count, columns and the sums of ``id`` and ``w`` (checked by the parent)."""
+    import pyarrow.compute as pc
+
+    return {
+        "rows": table.num_rows,
+        "columns": table.column_names,
+        "sum_id": pc.sum(table.column("id")).as_py() or 0,
+        "sum_w": pc.sum(table.column("w")).as_py() or 0.0,
+    }
+
+
+def join_duckdb(params: Params) -> dict[str, Any]:
+    """One raw DuckDB inner join, fetched to Arrow."""
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    table = con.sql(JOIN_SQL.format(left=params["left"], right=params["right"])).to_arrow_table()
+    elapsed = time.perf_counter() - t0
+    return {"time_s": elapsed, **_join_summary(table)}
+
+
+def join_polars(params: Params) -> dict[str, Any]:
+    """Polars lazy scans + join + select, collected and converted to Arrow."""
+    import polars as pl
+
+    t0 = time.perf_counter()
+    table = (
+        pl.scan_parquet(params["left"])
+        .join(pl.scan_parquet(params["right"]), on="k")
+        .select("id", "v", "w", "tag")
+        .collect()
+        .to_arrow()
+    )
+    elapsed = time.perf_counter() - t0
+    return {"time_s": elapsed, **_join_summary(table)}
+
+
+def join_millpond(params: Params) -> dict[str, Any]:
+    """millpond read_parquet -> select -> join(read_parquet, on="k") -> select -> to_arrow."""
+    tables: list[pa.Table] = []
+
+    def job(sp) -> dict[str, Any]:
+        left = sp.read_parquet(params["left"]).select("id", "k", "v")
+        joined = left.join(sp.read_parquet(params["right"]), on="k")
+        tables.append(joined.select("id", "v", "w", "tag").to_arrow())
+        return {}
+
+    timed = _timed_session(params, job)
+    return {**timed, **_join_summary(tables[0])}
+
+
 # --------------------------------------------------------------------------- Ray handoff
 
 
@@ -536,6 +675,15 @@ TASKS: dict[str, Task] = {
     "write.duckdb": write_duckdb,
     "write.polars": write_polars,
     "write.millpond": write_millpond,
+    "sort.duckdb": sort_duckdb,
+    "sort.polars": sort_polars,
+    "sort.millpond": sort_millpond,
+    "distinct.duckdb": distinct_duckdb,
+    "distinct.polars": distinct_polars,
+    "distinct.millpond": distinct_millpond,
+    "join.duckdb": join_duckdb,
+    "join.polars": join_polars,
+    "join.millpond": join_millpond,
     "handoff.ray": handoff_ray,
     "pipeline.millpond": pipeline_millpond,
 }

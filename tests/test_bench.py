@@ -1,12 +1,19 @@
 """The benchmark suite stays runnable: its quick mode runs every benchmark end to end and
-checks each contender's result against the reference (no timings are asserted)."""
+checks each contender's result against the reference (no timings are asserted); the
+checks themselves catch wrong results."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench import suite
 
 ROOT = Path(__file__).parent.parent
 
@@ -29,6 +36,56 @@ def test_bench_quick_mode_runs_and_every_result_matches(tmp_path) -> None:
         "tiny cold",
         "tiny warm",
         "scan+filter+write",
+        "sort -> parquet",
+        "distinct",
+        "join",
         "pipelining",
     ):
-        assert name in done.stdout
+        # a row of the results table
+        assert re.search(rf"^\| {re.escape(name)} +\|", done.stdout, re.M), name
+
+
+def _write_keys(directory: Path, name: str, keys: list[str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"key": keys, "payload": ["p"] * len(keys)}), directory / name)
+
+
+def test_sort_check_reads_files_in_name_order_and_catches_wrong_output(tmp_path) -> None:
+    check_sorted_output, multiset_digest = suite.check_sorted_output, suite.multiset_digest
+    want = multiset_digest(pa.array(["b", "a", "d", "c"]))
+    good = tmp_path / "good"
+    _write_keys(good / "data", "part-00001.parquet", ["c", "d"])
+    _write_keys(good / "data", "part-00000.parquet", ["a", "b"])
+    _write_keys(good / "data" / ".staging", "part-00000.parquet", ["z"])  # hidden: left out
+    assert check_sorted_output(good, want) == (None, 2)
+
+    unsorted = tmp_path / "unsorted"
+    _write_keys(unsorted, "a.parquet", ["c", "d"])
+    _write_keys(unsorted, "b.parquet", ["a", "b"])
+    diff, _ = check_sorted_output(unsorted, want)
+    assert diff is not None and "out of order at row 2" in diff
+
+    other = tmp_path / "other"
+    _write_keys(other, "a.parquet", ["a", "b", "c", "e"])
+    assert "multiset" in (check_sorted_output(other, want)[0] or "")
+    short = tmp_path / "short"
+    _write_keys(short, "a.parquet", ["a", "b", "c"])
+    assert "3 rows written" in (check_sorted_output(short, want)[0] or "")
+    assert check_sorted_output(tmp_path / "empty", want)[0] == "no Parquet file written"
+
+
+def test_distinct_and_join_checks() -> None:
+    compare_distinct, compare_join = suite.compare_distinct, suite.compare_join
+    ref = pa.table({"text": ["x", "y", "z"]})
+    assert (
+        compare_distinct(ref, pa.table({"t": pa.array(["z", "x", "y"], pa.large_string())})) is None
+    )
+    assert compare_distinct(ref, pa.table({"t": ["z", "x", "y"]})) is None
+    assert "rows" in (compare_distinct(ref, pa.table({"t": ["x", "y"]})) or "")
+    assert "differ" in (compare_distinct(ref, pa.table({"t": ["x", "y", "y"]})) or "")
+
+    summary = {"rows": 3, "sum_id": 6, "sum_w": 1.5}
+    assert compare_join(summary, {**summary, "sum_w": 1.5 * (1 + 1e-12)}) is None
+    assert compare_join(summary, {**summary, "sum_w": 1.5001})
+    assert compare_join(summary, {**summary, "sum_id": 7})
+    assert compare_join(summary, {**summary, "rows": 2})

@@ -348,13 +348,28 @@ def test_large_sql_stages_run_in_the_driver_on_every_core_with_outputs_on_disk(
     shuffle input in one task, and its output goes to files, not driver memory."""
     session = make_session("inline", inline_bytes="1KB")
     df = session.read_parquet(parquet_dataset, npartitions=4)
-    totals = df.groupby("k").agg("count(*) AS n").to_arrow()
-    assert sum(totals.column("n").to_pylist()) == 20_000
+    keys = df.repartition(3, hash_by="k").map("k").to_arrow()
+    assert keys.num_rows == 20_000
     assert session.engine.worker_pids == []
     first = session.last_job.reports[0]
     assert first.inline and first.tasks == 1
     buckets = session.last_job.results[first.stage_id][0].output.buckets
     assert buckets and all(isinstance(piece, FilePartition) for piece in buckets.values())
+
+
+def test_global_operations_run_as_one_query_in_the_driver(make_session, parquet_dataset):
+    """On one machine a group-by over SQL steps is one DuckDB query over all the files: one
+    stage of one task in the driver, no shuffle, no worker pool; its result (above
+    inline_bytes) reaches the driver through a file."""
+    session = make_session("inline", inline_bytes="1KB")
+    df = session.read_parquet(parquet_dataset, npartitions=4).filter("id >= 0")
+    totals = df.groupby("k").agg("count(*) AS n").to_arrow()
+    assert sum(totals.column("n").to_pylist()) == 20_000
+    assert session.engine.worker_pids == []
+    (report,) = session.last_job.reports
+    assert report.inline and report.tasks == 1
+    output = session.last_job.results[report.stage_id][0].output
+    assert isinstance(output.partition, FilePartition)
 
 
 def test_inline_bytes_zero_keeps_sql_stages_on_the_workers(make_session, parquet_dataset):

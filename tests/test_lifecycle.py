@@ -345,7 +345,7 @@ def test_rerun_after_killed_driver_runs_only_unfinished_tasks(tmp_path, kill_in,
     staging = [p for p in tmp_path.iterdir() if "millpond-staging" in p.name]
     if kill_in == "final":  # the finished tasks' staged output survived the driver
         assert len(staging) == 1
-        assert len(list(staging[0].glob("*.parquet"))) >= len(finished)
+        assert len(list(staging[0].rglob("*.parquet"))) >= len(finished)
     # finished map tasks of the killed run, by partition (task i reads partition i)
     first_parts = {next(iter(c)) for c in _calls(first_calls, "part")}
     assert finished <= first_parts

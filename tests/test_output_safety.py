@@ -368,7 +368,7 @@ def _start_writer(tmp_path: Path, source: str, out: Path) -> subprocess.Popen:
 
 
 def _wait_for_staging(
-    parent: Path, process: subprocess.Popen, inside: str = "part-*.parquet"
+    parent: Path, process: subprocess.Popen, inside: str = "_task-*/part-*.parquet"
 ) -> None:
     """Until the job's staging directory holds a file matching ``inside`` ("": exists)."""
     pattern = ".out.millpond-staging-*" + (f"/{inside}" if inside else "")

@@ -478,6 +478,7 @@ class DataFrame:
         self, fmt: str, path: str, partition_by: str | Sequence[str] | None, mode: str
     ) -> None:
         write = DatasetWrite(path, fmt, mode, _names(partition_by, "partition_by"))
+        write.file_bytes = self.session.config.target_partition_bytes
         job = self.session.job(self._node, write.sink, f"write_{fmt}")
         write.inputs = job.plan.input_files() + [self.session.config.data_root]
         if not write.wanted():

@@ -297,6 +297,7 @@ class Session:
             self.config.default_shuffle_partitions,
             # inline_bytes=0 (always use workers) must not turn broadcast joins off
             broadcast_bytes=max(self.config.inline_bytes, BROADCAST_BYTES),
+            one_machine=self.engine.runs_sql_stages_inline and self.config.inline_bytes > 0,
         )
         return planner.build(*optimize_all(self._with_cache(*nodes)))
 

@@ -4,7 +4,6 @@ and the ranges of a total-order sort)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ from millpond.operators.data import (
     PartitionInput,
     ScanInput,
     TablePartition,
+    merge_inputs,
 )
 from millpond.planning.physical import SourceSlot, Stage, StageSlot
 
@@ -153,39 +153,14 @@ def merge_partitions(
     if not inputs or any(len(row) != 1 for row in inputs):
         return inputs
     parts = [row[0] for row in inputs]
-    if all(isinstance(p, ScanInput) for p in parts):
-        first = parts[0]
-        same = all(
-            (p.format, p.columns, p.predicate, p.limit, p.schema, p.steps)
-            == (first.format, first.columns, first.predicate, None, first.schema, first.steps)
-            for p in parts
-        )
-        if not same or len({tuple(sorted(p.format.options.items(), key=str)) for p in parts}) != 1:
-            return inputs
-        runs = _split_contiguous(
-            [p.nbytes for p in parts], math.ceil(sum(p.nbytes for p in parts) / target_bytes)
-        )
-        return [
-            [
-                dataclasses.replace(
-                    first,
-                    files=[f for i in run for f in parts[i].files],
-                    nbytes=sum(parts[i].nbytes for i in run),
-                )
-            ]
-            for run in runs
-            if run
-        ]
-    if all(isinstance(p, DataInput) and p.columns is None and p.row_ranges is None for p in parts):
-        sizes = [sum(max(0, piece.nbytes) for piece in p.pieces) for p in parts]
-        runs = _split_contiguous(sizes, math.ceil(sum(sizes) / target_bytes))
-        schema = next((p.schema for p in parts if p.schema is not None), None)
-        return [
-            [DataInput([piece for i in run for piece in parts[i].pieces], schema)]
-            for run in runs
-            if run
-        ]
-    return inputs
+    if merge_inputs(parts) is None:
+        return inputs
+    sizes = [
+        p.nbytes if isinstance(p, ScanInput) else sum(max(0, x.nbytes) for x in p.pieces)
+        for p in parts
+    ]
+    runs = _split_contiguous(sizes, math.ceil(sum(sizes) / target_bytes))
+    return [[merge_inputs([parts[i] for i in run])] for run in runs if run]
 
 
 def runs_inline(inputs: list[list[PartitionInput]], inline_bytes: int) -> bool:

@@ -55,10 +55,13 @@ from millpond.operators.base import Step
 from millpond.operators.data import PartitionInput
 from millpond.operators.sinks import (
     BucketSink,
+    CountSink,
     MaterializeSink,
     Sink,
+    WriteSink,
 )
 from millpond.planning.physical import PhysicalPlan, SourceSlot, Stage
+from millpond.planning.rowwise import is_rowwise
 
 __all__ = [
     "RANGE_TARGET_BYTES",
@@ -79,7 +82,7 @@ log = logging.getLogger("millpond.job")
 
 #: about this much data per range of a total-order sort (read when each sort runs)
 RANGE_TARGET_BYTES = 64 * MB
-SQL_TASK_BYTES = 1024 * MB  # input of one task of a SQL stage feeding a shuffle
+SQL_TASK_BYTES = 1024 * MB  # input of one task of a SQL stage whose partitioning is unseen
 
 #: builds the final stage's sink for task i; ``None`` → directory to materialize in
 FinalSink = Callable[[int, bool], Sink]
@@ -333,7 +336,7 @@ class Job:
             and self.engine.runs_sql_stages_inline
             and all(op.runs_in == "sql" for op in stage.ops)
         )
-        if sql_only and not small and stage.sink_kind == "buckets":
+        if sql_only and not small and self._partitioning_unseen(stage):
             inputs = merge_partitions(inputs, SQL_TASK_BYTES)
         inline = (small or sql_only) and not stage.runs_user_code
         if inline and stage.gpu_limit and not self.engine.runs_gpu_stages_inline:
@@ -342,6 +345,21 @@ class Job:
             inline = False  # map_batches(concurrency=) runs in the engine's workers (actors)
         self._in_memory[stage.id] = small
         return self._new_run(stage, inputs, inline)
+
+    def _partitioning_unseen(self, stage: Stage) -> bool:
+        """Whether ``stage`` may take its input in fewer, larger tasks, each a DuckDB query
+        on every core: its steps work row by row (so they give the same rows over any
+        grouping of partitions) and where its rows go does not keep the partitions apart:
+        the buckets of a shuffle, a row count, or files written for the user (one writer
+        per core instead of one file per input partition)."""
+        if not all(is_rowwise(op) for op in stage.ops):
+            return False
+        if stage.sink_kind == "buckets":
+            return True
+        if stage.sink_kind != "final":
+            return False
+        make = self._final_sinks[stage.output or 0]
+        return make is not None and isinstance(make(0, False), (WriteSink, CountSink))
 
     def _begin_pipelined(self, stage: Stage, producer: StageRun) -> StageRun:
         """``stage`` runs beside ``producer`` on the workers: task i as soon as the

@@ -29,6 +29,8 @@ class DatasetWrite:
     write_id: str = field(default_factory=commits.unique_write_id)
     #: the modes of the output follow the user's umask, wherever its files are written
     umask: int = field(default_factory=user_umask)
+    #: a task writing more than this starts another file (the session's target_partition_bytes)
+    file_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.fmt not in WRITE_FORMATS:
@@ -63,9 +65,15 @@ class DatasetWrite:
         )
 
     def sink(self, index: int, inline: bool) -> WriteSink:
-        keys = list(self.partition_by)
-        directory = os.path.join(self.staging, f"_task-{index:05d}") if keys else self.staging
-        return WriteSink(self.fmt, directory, f"{self.prefix}{index:05d}", keys, self.umask)
+        directory = os.path.join(self.staging, f"_task-{index:05d}")
+        return WriteSink(
+            self.fmt,
+            directory,
+            f"{self.prefix}{index:05d}",
+            list(self.partition_by),
+            self.umask,
+            self.file_bytes,
+        )
 
     def commit(self) -> list[str]:
         """Move the staged files into place; returns the files now at the destination."""

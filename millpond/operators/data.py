@@ -3,7 +3,9 @@ Arrow tables kept in memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -86,6 +88,28 @@ class DataInput:
 
 
 PartitionInput = ScanInput | DataInput
+
+
+def merge_inputs(parts: Sequence[PartitionInput]) -> PartitionInput | None:
+    """One partition holding the rows of all ``parts``, when they are read alike: scans of
+    one format with the same projection and filter (and no per-partition limit), or pieces
+    of data; None otherwise."""
+    if not parts:
+        return None
+    first = parts[0]
+    if all(isinstance(p, ScanInput) for p in parts):
+        alike = (first.format, first.columns, first.predicate, None, first.schema, first.steps)
+        if any(
+            (p.format, p.columns, p.predicate, p.limit, p.schema, p.steps) != alike for p in parts
+        ):
+            return None
+        return dataclasses.replace(
+            first, files=[f for p in parts for f in p.files], nbytes=sum(p.nbytes for p in parts)
+        )
+    if all(isinstance(p, DataInput) and p.columns is None and p.row_ranges is None for p in parts):
+        schema = next((p.schema for p in parts if p.schema is not None), None)
+        return DataInput([piece for p in parts for piece in p.pieces], schema)
+    return None
 
 
 def scan_sql(scan: ScanInput) -> str:

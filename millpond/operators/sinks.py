@@ -3,7 +3,6 @@ for an exchange, a user's output dataset, or just a row count."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -216,7 +215,11 @@ class BucketSink:
 
 @dataclass
 class WriteSink:
-    """Write the partition into a user's output dataset (staging directory of the job)."""
+    """Write the partition into a user's output dataset: files in a folder of the task's
+    own in the job's staging directory (the commit folds the folders into one dataset).
+    A large partition becomes several files of about ``file_bytes`` each, written by
+    DuckDB in parallel and, for a sorted partition, in order: their names sort as their
+    rows do (``<basename>-00000``, ``<basename>-00001``…; one file keeps ``<basename>``)."""
 
     format: str
     directory: str
@@ -224,35 +227,38 @@ class WriteSink:
     partition_by: list[str] = field(default_factory=list)
     #: the user's umask: a worker writes its own files 0600, the user's outputs not
     umask: int = 0o022
+    file_bytes: int = 256 * 1024 * 1024
 
     def describe(self) -> str:
         by = f" partitioned by {self.partition_by}" if self.partition_by else ""
         return f"write {self.format}{by}"
 
     def attempt_paths(self) -> list[str]:
-        """What an attempt writes: a folder of the task's own when partitioned, else one
-        file of the task's in the shared staging folder."""
-        if self.partition_by:
-            return [self.directory]
-        return [os.path.join(self.directory, self.basename + file_extension(self.format))]
+        """What an attempt writes: the task's own folder."""
+        return [self.directory]
 
     def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
         # the job created the staging directory; a task never does: a task of a writer
         # that died (its staging already removed by the next writer) must not bring it back
-        if self.partition_by:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.directory)
-            opts = copy_options(self.format, partition_by=self.partition_by)[:-1]
-            opts += f", FILENAME_PATTERN {quote_string(self.basename + '_{i}')})"
-            target = self.directory
-        else:
-            if not os.path.isdir(self.directory):
-                raise FileNotFoundError(f"the staging directory {self.directory!r} is gone")
-            opts = copy_options(self.format)
-            target = os.path.join(self.directory, self.basename + file_extension(self.format))
+        try:
+            os.mkdir(self.directory)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"the staging directory {os.path.dirname(self.directory)!r} is gone"
+            ) from None
+        opts = copy_options(self.format, partition_by=self.partition_by)[:-1]
+        if not self.partition_by:
+            opts += f", FILE_SIZE_BYTES {int(self.file_bytes)}"
+        opts += f", FILENAME_PATTERN {quote_string(self.basename + '_{i}')})"
         if self.format == "parquet":
             rel = exact_for_parquet(ctx, rel)
-        rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(target)} {opts}").fetchall()[0][0]
+        rows = ctx.con.execute(f"COPY ({rel}) TO {quote_string(self.directory)} {opts}").fetchall()[
+            0
+        ][0]
+        if not self.partition_by:
+            self._name_in_order()
         written = []
         for root, dirs, files in os.walk(self.directory):
             for name in dirs:
@@ -266,6 +272,20 @@ class WriteSink:
             nbytes=sum(os.path.getsize(p) for p in written),
             written=written,
         )
+
+    def _name_in_order(self) -> None:
+        """DuckDB numbers the files it rotates through ``<basename>_0``, ``_1``…, which do
+        not sort as numbers; give them names that do, with millpond's extension."""
+        numbered = []
+        for name in os.listdir(self.directory):
+            stem = os.path.splitext(name)[0]
+            if stem.startswith(self.basename + "_") and stem.rsplit("_", 1)[1].isdigit():
+                numbered.append((int(stem.rsplit("_", 1)[1]), name))
+        numbered.sort()
+        ext = file_extension(self.format)
+        for i, name in numbered:
+            target = self.basename + (f"-{i:05d}" if len(numbered) > 1 else "") + ext
+            os.replace(os.path.join(self.directory, name), os.path.join(self.directory, target))
 
 
 @dataclass

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from millpond.errors import PlanError
 from millpond.io.sqltext import ident_list, quote_ident
 from millpond.operators.base import Op, QueryFailure, Step
 
@@ -209,9 +210,13 @@ class JoinOp(Op):
     suffix: str
     step: Step
     right_slot: int = 1
+    #: SQL steps of the right side, run on the slot first (a side read whole, in one query)
+    right_ops: list[Op] = field(default_factory=list)
 
     def apply(self, ctx, rel: str) -> str:
         right = ctx.slot_sql[self.right_slot]
+        for op in self.right_ops:
+            right = op.apply(ctx, right)
         left_cols = ctx.columns(rel)
         right_cols = ctx.columns(right)
         for side, keys, cols in (
@@ -253,6 +258,27 @@ class JoinOp(Op):
         join = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "outer": "FULL OUTER"}[self.how]
         sql = f"SELECT {', '.join(select)} FROM ({rel}) AS l {join} JOIN ({right}) AS r ON {cond}"
         return bind(ctx, sql, [self.step])
+
+
+@dataclass
+class SortOp(Op):
+    """``ORDER BY`` the columns ``by`` (NULLs last, as in a total-order sort's ranges),
+    checked against the real columns so a typo names the column."""
+
+    by: list[str]
+    descending: list[bool]
+    step: Step
+
+    def apply(self, ctx, rel: str) -> str:
+        columns = ctx.columns(rel)
+        for column in self.by:
+            if column not in columns:
+                raise PlanError(f"no column {column!r} to sort by; the columns are {columns}")
+        order = ", ".join(
+            f"{quote_ident(c)} {'DESC' if d else 'ASC'} NULLS LAST"
+            for c, d in zip(self.by, self.descending)
+        )
+        return bind(ctx, f"SELECT * FROM ({rel}) ORDER BY {order}", [self.step])
 
 
 @dataclass

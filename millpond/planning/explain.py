@@ -71,6 +71,8 @@ def _stage_lines(stage: Stage) -> list[str]:
         lines.append(text)
     for op in stage.ops:
         lines.append(f"  {op.runs_in:>6}: {op.step.label}")
+    for note in stage.notes:
+        lines.append(f"  planned as {note}")
     if stage.limit_rows is not None:
         lines.append(f"  stops early once the first partitions hold {stage.limit_rows} rows")
     lines.append(f"  output: {sink}")

@@ -87,6 +87,7 @@ class Stage:
     gpu_limit: float = 0.0
     memory_limit: int | None = None  # bytes per task; None: the session's share per executor
     node_label: str = ""  # the user's node/step this stage computes (errors, reports)
+    notes: list[str] = field(default_factory=list)  # how it was planned, for explain()
 
     @property
     def runs_user_code(self) -> bool:

@@ -8,16 +8,20 @@ from dataclasses import dataclass, field
 from millpond.errors import PlanError, SchemaMismatchError
 from millpond.io.sqltext import ident_list, quote_ident
 from millpond.operators.base import Op, Step
-from millpond.operators.data import DataInput, ScanInput, TablePartition
+from millpond.operators.data import DataInput, ScanInput, TablePartition, merge_inputs
 from millpond.operators.shuffle import (
     ExprBucketing,
     HashBucketing,
     RandomBucketing,
     RangeBucketing,
 )
-from millpond.operators.sql import JoinOp, LimitOp, SqlOp
+from millpond.operators.sql import JoinOp, LimitOp, SortOp, SqlOp
 from millpond.planning import logical as L
 from millpond.planning.physical import PhysicalPlan, Slot, SourceSlot, Stage, StageSlot
+from millpond.planning.rowwise import is_rowwise
+
+#: why a global operation runs as one query, shown by explain()
+ONE_QUERY = "one DuckDB query over the whole input (one machine: no shuffle)"
 
 
 @dataclass
@@ -29,6 +33,10 @@ class Fragment:
     partitions: int = 1
     resources: L.Resources | None = None
     labels: list[str] = field(default_factory=list)  # the user nodes whose work it holds
+    #: the result of a global operation done in one query: one partition, which Python
+    #: steps after it take split by rows (so they run on every worker)
+    whole: bool = False
+    notes: list[str] = field(default_factory=list)  # how it was planned, for explain()
 
     @property
     def is_bare_source(self) -> bool:
@@ -37,11 +45,19 @@ class Fragment:
 
 class Planner:
     """Builds a :class:`PhysicalPlan`; ``shuffle_partitions`` buckets per exchange and
-    ``broadcast_bytes`` the largest source joined without a shuffle."""
+    ``broadcast_bytes`` the largest source joined without a shuffle. ``one_machine``: the
+    engine runs SQL in one process on every core (the embedded engine), so a sort, a
+    distinct, a group-by or a join is one DuckDB query over all of its input, which
+    DuckDB parallelizes and spills within the memory limit itself; the shuffle (hash or
+    range buckets, then a task per bucket) is for engines that spread tasks over
+    machines."""
 
-    def __init__(self, shuffle_partitions: int, broadcast_bytes: int) -> None:
+    def __init__(
+        self, shuffle_partitions: int, broadcast_bytes: int, one_machine: bool = False
+    ) -> None:
         self.shuffle_partitions = shuffle_partitions
         self.broadcast_bytes = broadcast_bytes
+        self.one_machine = one_machine
         self.plan = PhysicalPlan()
         self._uses: dict[int, int] = {}
         self._shared: dict[int, tuple[int, int]] = {}  # node id -> (stage id, partitions)
@@ -72,6 +88,7 @@ class Planner:
             gpu_limit=resources.gpu,
             memory_limit=resources.memory,
             node_label=" → ".join(fragment.labels),
+            notes=list(fragment.notes),
             **options,
         )
         self.plan.stages.append(stage)
@@ -151,6 +168,9 @@ class Planner:
 
     def _narrow(self, node: L.Narrow) -> Fragment:
         fragment = self.fragment(node.inputs[0])
+        if fragment.whole and (node.op.runs_in == "python" or getattr(node.op, "udfs", None)):
+            # the one query's result, split by rows, so the Python step runs on every worker
+            fragment = self.exchange(fragment, "rows", n=self.shuffle_partitions)
         if fragment.ops and _runs_apart(node.op, resources=node.resources) != _runs_apart(
             *fragment.ops, resources=fragment.resources
         ):
@@ -206,11 +226,41 @@ class Planner:
             out.ops.append(SqlOp(f"SELECT * FROM {{0}} AS __mp_row ORDER BY {order}", node.step))
         return out
 
+    def whole(self, fragment: Fragment) -> Fragment:
+        """``fragment``'s rows as one partition, for a global operation done in one query:
+        source partitions merged into one when every step before it works row by row (the
+        steps then run once, over all of them), else the fragment's stage gathered."""
+        if fragment.partitions > 1:
+            source = fragment.slots[0] if len(fragment.slots) == 1 else None
+            merged = (
+                merge_inputs(source.partitions)
+                if isinstance(source, SourceSlot)
+                and not source.broadcast
+                and all(is_rowwise(op) for op in fragment.ops)
+                else None
+            )
+            if merged is not None:
+                fragment.slots = [SourceSlot([merged])]
+                fragment.partitions = 1
+            else:
+                fragment = self.exchange(fragment, "gather")
+        fragment.whole = True
+        if ONE_QUERY not in fragment.notes:
+            fragment.notes.append(ONE_QUERY)
+        return fragment
+
     def _aggregate(self, node: L.Aggregate) -> Fragment:
         fragment = self.fragment(node.inputs[0])
         keys = ident_list(node.keys)
         group_by = f" GROUP BY {keys}" if node.keys else ""
         select_keys = f"{keys}, " if node.keys else ""
+        if self.one_machine:
+            fragment = self.whole(fragment)
+            columns = ", ".join(f"{a.sql} AS {quote_ident(a.alias)}" for a in node.aggs)
+            fragment.ops.append(
+                SqlOp(f"SELECT {select_keys}{columns} FROM {{0}}{group_by}", node.step)
+            )
+            return fragment
         decomposable = all(a.func for a in node.aggs)
         if decomposable:
             partial = [p for i, a in enumerate(node.aggs) for p in a.partial(i)]
@@ -243,6 +293,10 @@ class Planner:
             sql = f"SELECT DISTINCT ON ({ident_list(node.subset)}) * FROM {{0}}"
         else:
             sql = "SELECT DISTINCT * FROM {0}"
+        if self.one_machine:
+            fragment = self.whole(fragment)
+            fragment.ops.append(SqlOp(sql, node.step))
+            return fragment
         fragment.ops.append(
             SqlOp(sql, Step(f"partial {node.step.label}", node.step.origin, node.step.code))
         )
@@ -259,6 +313,16 @@ class Planner:
         left = self.fragment(node.inputs[0])
         right = self.fragment(node.inputs[1])
         op = JoinOp(node.how, node.left_on, node.right_on, node.suffix, node.step)
+        if self.one_machine:
+            left, right = self.whole(left), self.whole(right)
+            if len(right.slots) == 1 and all(_inlinable(op) for op in right.ops):
+                op.right_ops = right.ops  # the right side's SQL runs inside the join's query
+            else:
+                right = self.exchange(right, "one_to_one")
+            left.slots.append(right.slots[0])
+            op.right_slot = len(left.slots) - 1
+            left.ops.append(op)
+            return left
         if right.is_bare_source and node.how in ("inner", "left", "semi", "anti"):
             source = right.slots[0]
             if source.estimated_bytes() <= self.broadcast_bytes and all(
@@ -288,10 +352,11 @@ class Planner:
 
     def _sort(self, node: L.Sort) -> Fragment:
         fragment = self.fragment(node.inputs[0])
-        order = ", ".join(
-            f"{quote_ident(c)} {'DESC' if d else 'ASC'} NULLS LAST"
-            for c, d in zip(node.by, node.descending)
-        )
+        sort = SortOp(node.by, node.descending, node.step)
+        if self.one_machine:
+            fragment = self.whole(fragment)
+            fragment.ops.append(sort)
+            return fragment
         sampled = self.close(
             fragment, "materialize", sample_column=node.by[0], bucket_step=node.step
         )
@@ -301,7 +366,7 @@ class Planner:
         out = self.exchange(
             ranged, "buckets", n=n, bucketing=bucketing, bucket_step=node.step, range_from=sampled
         )
-        out.ops.append(SqlOp(f"SELECT * FROM {{0}} ORDER BY {order}", node.step))
+        out.ops.append(sort)
         return out
 
     def _union(self, node: L.Union) -> Fragment:
@@ -335,6 +400,17 @@ class Planner:
         out = self.exchange(fragment, "gather", limit_rows=node.n)
         out.ops.append(LimitOp(node.n, node.step))
         return out
+
+
+def _inlinable(op: Op) -> bool:
+    """A SQL step over one input that another step's query can run on its input itself."""
+    return (
+        op.runs_in == "sql"
+        and not getattr(op, "udfs", None)
+        and not getattr(op, "slots", None)
+        and not getattr(op, "right_ops", None)
+        and not isinstance(op, JoinOp)
+    )
 
 
 def _runs_apart(*ops: Op, resources: L.Resources | None) -> bool:
