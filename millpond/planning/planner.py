@@ -315,7 +315,7 @@ class Planner:
         op = JoinOp(node.how, node.left_on, node.right_on, node.suffix, node.step)
         if self.one_machine:
             left, right = self.whole(left), self.whole(right)
-            if len(right.slots) == 1 and all(_inlinable(op) for op in right.ops):
+            if len(right.slots) == 1 and all(_inlinable(step) for step in right.ops):
                 op.right_ops = right.ops  # the right side's SQL runs inside the join's query
             else:
                 right = self.exchange(right, "one_to_one")
