@@ -3,6 +3,8 @@ each checked against the same query run directly in DuckDB."""
 
 from __future__ import annotations
 
+import os
+
 import duckdb
 import pyarrow as pa
 import pytest
@@ -535,3 +537,27 @@ def test_a_dataframe_used_twice_is_computed_once(make_session, tmp_path) -> None
     df = sp.from_items([{"k": i % 5, "v": i} for i in range(100)], npartitions=3).map_batches(tag)
     assert df.join(df, on="k").count() == 2000
     assert len(calls.read_text().split()) == 3  # one call per partition, not six
+
+
+def test_shuffled_sort_samples_the_key_and_writes_its_input_once(
+    make_session, parquet_dataset, small_range_partitions
+):
+    """Where sorts shuffle (here: every stage on the workers), SQL input is read once for a
+    sample of the key (nothing written) and again straight into its ranges; input made by
+    Python steps is kept once and sampled as it is written."""
+    session = make_session("workers", keep_intermediate=True)
+    df = session.read_parquet(parquet_dataset, npartitions=4).filter("id >= 0")
+    result = df.sort("v").to_arrow()
+    job = session.last_job
+    assert [s.sink_kind for s in job.plan.stages] == ["sample", "buckets", "final"]
+    assert job.plan.stages[1].range_from == 0 and job.plan.stages[1].bucketing.n > 1
+    sample_dir = os.path.join(job.dir, "stage-0")
+    assert not os.path.exists(sample_dir) or os.listdir(sample_dir) == []
+    assert all(r.output.sample is not None for r in job.results[0])
+    expected = duck(f"SELECT v FROM {scan(parquet_dataset)} ORDER BY v")
+    assert result.column("v").to_pylist() == expected.column("v").to_pylist()
+
+    python_first = df.map(lambda row: row).sort("v").to_arrow()
+    kinds = [s.sink_kind for s in session.last_job.plan.stages]
+    assert kinds == ["materialize", "buckets", "final"]
+    assert python_first.column("v").to_pylist() == expected.column("v").to_pylist()

@@ -52,11 +52,12 @@ from millpond.execution.task import TaskResult, TaskSpec
 from millpond.execution.worker import Failure
 from millpond.io.safety import is_within, remove_path
 from millpond.operators.base import Step
-from millpond.operators.data import PartitionInput
+from millpond.operators.data import DataInput, PartitionInput, ScanInput
 from millpond.operators.sinks import (
     BucketSink,
     CountSink,
     MaterializeSink,
+    SampleSink,
     Sink,
     WriteSink,
 )
@@ -271,7 +272,14 @@ class Job:
             log.warning("could not write the report of %s", self.job_id, exc_info=True)
 
     # -- tasks ----------------------------------------------------------------
-    def _sink(self, stage: Stage, index: int, attempt: int, inline: bool) -> Sink:
+    def _sink(
+        self,
+        stage: Stage,
+        index: int,
+        attempt: int,
+        inline: bool,
+        slots: list[PartitionInput] | None = None,
+    ) -> Sink:
         """Where a task's output goes: Arrow tables in memory for small stages run inline,
         else files under the job directory (bounded memory, whatever runs the task)."""
         base = os.path.join(self.dir, f"stage-{stage.id}")
@@ -279,6 +287,8 @@ class Job:
         in_memory = in_memory or stage.id in self.object_outputs
         if stage.sink_kind == "final":
             return self._final_sinks[stage.output or 0](index, in_memory)
+        if stage.sink_kind == "sample":
+            return SampleSink(stage.sample_column or "", _input_bytes(slots or []))
         if stage.sink_kind == "buckets":
             directory = None if in_memory else os.path.join(base, f"task-{index:05d}-a{attempt}")
             return BucketSink(stage.bucketing, stage.bucket_step, directory)
@@ -304,7 +314,7 @@ class Job:
             stage_label=stage.describe_ops(),
             slots=slots,
             ops=stage.ops,
-            sink=self._sink(stage, index, attempt, inline),
+            sink=self._sink(stage, index, attempt, inline, slots),
             sink_step=stage.bucket_step or Step(self.description),
             memory_limit=budget.memory,
             # per session, not per job: a worker's DuckDB keeps the spill directory it first used
@@ -352,14 +362,13 @@ class Job:
         grouping of partitions) and where its rows go does not keep the partitions apart:
         the buckets of a shuffle, a row count, or files written for the user (one writer
         per core instead of one file per input partition)."""
-        if not all(is_rowwise(op) for op in stage.ops):
+        if stage.sink_kind == "final":
+            make = self._final_sinks[stage.output or 0]
+            if make is None or not isinstance(make(0, False), (WriteSink, CountSink)):
+                return False
+        elif stage.sink_kind != "buckets":
             return False
-        if stage.sink_kind == "buckets":
-            return True
-        if stage.sink_kind != "final":
-            return False
-        make = self._final_sinks[stage.output or 0]
-        return make is not None and isinstance(make(0, False), (WriteSink, CountSink))
+        return all(is_rowwise(op) for op in stage.ops)
 
     def _begin_pipelined(self, stage: Stage, producer: StageRun) -> StageRun:
         """``stage`` runs beside ``producer`` on the workers: task i as soon as the
@@ -600,6 +609,17 @@ class Job:
                 )
         except OSError:
             pass
+
+
+def _input_bytes(slots: list[PartitionInput]) -> int:
+    """Bytes a task reads: its source files, or the pieces earlier tasks made."""
+    total = 0
+    for part in slots:
+        if isinstance(part, ScanInput):
+            total += part.nbytes
+        elif isinstance(part, DataInput):
+            total += sum(max(0, piece.nbytes) for piece in part.pieces)
+    return total
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -148,6 +148,33 @@ class MaterializeSink:
 
 
 @dataclass
+class SampleSink:
+    """Only a sample of a sort key, and how much data there was: the ranges of a
+    total-order sort are cut from it before the rows are read again into their ranges.
+    DuckDB reads just the key's column (and ``rows``) for it: the input is never written."""
+
+    column: str
+    input_bytes: int = 0  # the task's input, as the planner saw it: sizes the ranges
+
+    def describe(self) -> str:
+        return f"sample {self.column}"
+
+    def attempt_paths(self) -> list[str]:
+        return []
+
+    def write(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
+        if self.column not in schema.names:
+            raise PlanError(f"no column {self.column!r} to sort by; the columns are {schema.names}")
+        column = quote_ident(self.column)
+        seed = 7919 * ctx.task_index + 1
+        sample = ctx.con.sql(
+            f"SELECT {column} FROM ({rel}) USING SAMPLE reservoir({SAMPLE_ROWS} ROWS) "
+            f"REPEATABLE ({seed})"
+        ).to_arrow_table()
+        return SinkOutput(schema=schema, rows=0, nbytes=self.input_bytes, sample=sample)
+
+
+@dataclass
 class BucketSink:
     """Split the partition into buckets for a hash/range/random exchange."""
 
@@ -303,4 +330,4 @@ class CountSink:
         return SinkOutput(schema=schema, rows=rows)
 
 
-Sink = MaterializeSink | BucketSink | WriteSink | CountSink
+Sink = MaterializeSink | SampleSink | BucketSink | WriteSink | CountSink

@@ -54,6 +54,7 @@ def _stage_lines(stage: Stage) -> list[str]:
     sink = {
         "materialize": "materialize"
         + (f" + sample {stage.sample_column}" if stage.sample_column else ""),
+        "sample": f"a sample of {stage.sample_column} (the sort's ranges)",
         "buckets": f"exchange: {stage.bucketing.describe()}" if stage.bucketing else "exchange",
         "final": "result",
     }[stage.sink_kind]

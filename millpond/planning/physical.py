@@ -75,7 +75,7 @@ class Stage:
     id: int
     slots: list[Slot]
     ops: list[Op]
-    sink_kind: str  # "materialize" | "buckets" | "final"
+    sink_kind: str  # "materialize" | "sample" | "buckets" | "final"
     bucketing: Bucketing | None = None
     bucket_step: Step | None = None
     sample_column: str | None = None

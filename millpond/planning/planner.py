@@ -357,11 +357,19 @@ class Planner:
             fragment = self.whole(fragment)
             fragment.ops.append(sort)
             return fragment
-        sampled = self.close(
-            fragment, "materialize", sample_column=node.by[0], bucket_step=node.step
-        )
         n = max(1, fragment.partitions)
-        ranged = Fragment([StageSlot("one_to_one", [sampled])], partitions=fragment.partitions)
+        if _sql_only(fragment):
+            # the key's column alone is read for its sample; then the input is read again
+            # (it is SQL over files) straight into its ranges: written once, not twice
+            copy = Fragment(list(fragment.slots), list(fragment.ops), fragment.partitions)
+            copy.resources, copy.labels = fragment.resources, list(fragment.labels)
+            sampled = self.close(copy, "sample", sample_column=node.by[0], bucket_step=node.step)
+            ranged = fragment
+        else:  # Python steps run once: their output is kept, sampled, then ranged
+            sampled = self.close(
+                fragment, "materialize", sample_column=node.by[0], bucket_step=node.step
+            )
+            ranged = Fragment([StageSlot("one_to_one", [sampled])], partitions=fragment.partitions)
         bucketing = RangeBucketing(node.by[0], node.descending[0], n)
         out = self.exchange(
             ranged, "buckets", n=n, bucketing=bucketing, bucket_step=node.step, range_from=sampled
@@ -400,6 +408,12 @@ class Planner:
         out = self.exchange(fragment, "gather", limit_rows=node.n)
         out.ops.append(LimitOp(node.n, node.step))
         return out
+
+
+def _sql_only(fragment: Fragment) -> bool:
+    """Whether running ``fragment`` twice costs only reading its input twice: SQL steps
+    (no Python, no UDF) over sources or stored outputs of earlier stages."""
+    return all(op.runs_in == "sql" and not getattr(op, "udfs", None) for op in fragment.ops)
 
 
 def _inlinable(op: Op) -> bool:

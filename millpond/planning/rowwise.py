@@ -51,7 +51,6 @@ def _rowwise_sql(sql: str) -> bool:
             text = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
         except duckdb.Error:
             return False
-        aggregates = _aggregate_names()
     tree = json.loads(text)
     statements = tree.get("statements") or []
     if tree.get("error") or len(statements) != 1:
@@ -71,24 +70,24 @@ def _rowwise_sql(sql: str) -> bool:
     if source.get("sample"):
         return False
     return all(
-        _expression_rowwise(e, aggregates)
+        _expression_rowwise(e)
         for e in [*node.get("select_list", []), node.get("where_clause")]
         if e
     )
 
 
-def _expression_rowwise(value: object, aggregates: frozenset[str]) -> bool:
+def _expression_rowwise(value: object) -> bool:
     """No window, subquery or aggregate function anywhere below ``value``."""
     if isinstance(value, list):
-        return all(_expression_rowwise(v, aggregates) for v in value)
+        return all(_expression_rowwise(v) for v in value)
     if not isinstance(value, dict):
         return True
     kind = value.get("class")
     if kind in ("WINDOW", "SUBQUERY"):
         return False
-    if kind == "FUNCTION" and str(value.get("function_name", "")).lower() in aggregates:
+    if kind == "FUNCTION" and str(value.get("function_name", "")).lower() in _aggregate_names():
         return False
-    return all(_expression_rowwise(v, aggregates) for v in value.values())
+    return all(_expression_rowwise(v) for v in value.values())
 
 
 @functools.cache
@@ -98,13 +97,10 @@ def _parser() -> duckdb.DuckDBPyConnection:
 
 @functools.cache
 def _aggregate_names() -> frozenset[str]:
-    """Called under ``_lock``: the parser's connection serves one thread at a time."""
-    rows = (
-        _parser()
-        .execute(
+    """DuckDB's aggregate functions: asked once, when a step first calls a function."""
+    with _lock:  # the parser's connection serves one thread at a time
+        rows = _parser().execute(
             "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
             "WHERE function_type = 'aggregate'"
         )
-        .fetchall()
-    )
-    return frozenset(name for (name,) in rows)
+        return frozenset(name for (name,) in rows.fetchall())
