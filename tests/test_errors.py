@@ -151,6 +151,20 @@ def test_bad_sql_in_filter_after_another_step_names_the_source_line(session):
     assert source_location(line) in str(info.value)
 
 
+def test_bad_sql_between_good_steps_names_that_step_alone(session):
+    """A task binds its whole query once; when that fails, each step's query is bound in
+    turn, so the error still names the step that made the mistake (not its neighbours)."""
+    df = session.from_items([{"a": i} for i in range(10)]).map("a * 2 AS b")
+    line = next_line()
+    bad = df.map("b, no_such_column + 1 AS c")
+    later = bad.filter("c > 0").with_column("d", "c * 3")
+    with pytest.raises(SqlError) as info:
+        later.to_arrow()
+    message = str(info.value)
+    assert "no_such_column" in message and source_location(line) in message
+    assert "filter('c > 0')" not in message and "map('a * 2 AS b')" not in message
+
+
 def test_bad_select_pushed_into_scan_names_the_source_line(session, parquet_dataset):
     df = session.read_parquet(parquet_dataset)
     line = next_line()

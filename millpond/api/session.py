@@ -25,6 +25,7 @@ from millpond.io.formats import (
     check_parquet_schemas,
     duckdb_columns,
 )
+from millpond.io.rows import table_from_rows
 from millpond.io.safety import remove_path
 from millpond.io.scratch import private_directory
 from millpond.operators.base import user_step
@@ -249,10 +250,12 @@ class Session:
     def from_items(self, items: Iterable[Any], npartitions: int | None = None) -> DataFrame:
         """Python values: dicts become columns, anything else an ``item`` column."""
         items = list(items)
-        if items and all(isinstance(i, Mapping) for i in items):
-            table = pa.Table.from_pylist(items)
+        # type() first: isinstance against the Mapping ABC costs 2 µs an item
+        if items and all(type(i) is dict or isinstance(i, Mapping) for i in items):
+            table = table_from_rows(items)
         else:
-            table = pa.table({"item": items})
+            rows = [{"item": item} for item in items]
+            table = table_from_rows(rows) if rows else pa.table({"item": items})
         return self._from_tables(table, npartitions, user_step("from_items"))
 
     def partial_sql(self, query: str, *inputs: DataFrame) -> DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import duckdb
@@ -25,6 +26,7 @@ from millpond.operators.data import (
     scan_sql,
 )
 from millpond.operators.sinks import Sink, SinkOutput
+from millpond.operators.sql import first_unbindable
 
 
 @dataclass
@@ -153,16 +155,27 @@ def _slot_sql(ctx: TaskContext, slot: PartitionInput) -> str:
     return sql
 
 
+#: what :func:`configure` last set on each connection (a worker's, or the driver's inline
+#: one): the next task with the same budget sets nothing (three statements saved)
+_configured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def configure(con: duckdb.DuckDBPyConnection, spec: TaskSpec) -> None:
     """Give DuckDB the task's budget: threads, memory, and a spill directory."""
+    budget = (max(1, int(spec.threads)), max(16, spec.memory_limit // (1024 * 1024)), spec.temp_dir)
+    if _configured.get(con) == budget:
+        return
+    _configured.pop(con, None)
+    threads, memory_mb, _ = budget
     os.makedirs(spec.temp_dir, mode=0o700, exist_ok=True)
-    con.execute(f"SET threads = {max(1, int(spec.threads))}")
-    con.execute(f"SET memory_limit = '{max(16, spec.memory_limit // (1024 * 1024))}MB'")
+    con.execute(f"SET threads = {threads}")
+    con.execute(f"SET memory_limit = '{memory_mb}MB'")
     # DuckDB refuses to SET temp_directory again (even to the same value) once it has
     # spilled there, so a connection keeps one spill directory: the session's.
     current = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
     if current != spec.temp_dir:
         con.execute(f"SET temp_directory = {quote_string(spec.temp_dir)}")
+    _configured[con] = budget
 
 
 def run_task(
@@ -197,7 +210,7 @@ def run_task(
             for op in spec.ops:
                 running = op.step
                 rel = op.apply(ctx, rel)
-            schema = ctx.schema(rel)
+            schema = ctx.schema(rel) if spec.sink.needs_schema else None
             running = spec.sink_step
             output = spec.sink.write(ctx, rel, schema)
         except duckdb.Error as exc:
@@ -208,6 +221,9 @@ def run_task(
                 raise bad_input from None
             if isinstance(exc, (duckdb.IOException, duckdb.OutOfMemoryException)):
                 raise  # the machine's problem, not the query's: retried by the driver
+            culprit = first_unbindable(ctx)
+            if culprit is not None:
+                raise culprit from None
             raise QueryFailure(
                 str(exc), rel, steps + [spec.sink_step], type(exc).__name__
             ) from None
@@ -225,6 +241,8 @@ def run_task(
             exc.millpond_step = running  # type: ignore[attr-defined]
         raise
     finally:
+        if any(getattr(op, "setup", None) for op in spec.ops):
+            _configured.pop(con, None)  # the user's statements may have changed settings
         ctx.close()
         cursor.close()
     return TaskResult(

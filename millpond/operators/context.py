@@ -72,6 +72,8 @@ class TaskContext:
         #: Python UDFs registered on this task's cursor: DuckDB keeps them in the catalog
         #: after the cursor closes, so they are removed at the end of the task
         self.functions: list[str] = []
+        #: each step's query, bound only if the task's whole query fails to (naming the step)
+        self.unbound: list[tuple[str, list]] = []
 
     def register(self, data: pa.Table | pa.RecordBatchReader) -> str:
         """Expose an Arrow table or stream to SQL under a fresh view name (on every cursor

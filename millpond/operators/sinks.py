@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 
 from millpond.errors import PlanError
@@ -99,6 +98,12 @@ class MaterializeSink:
     #: memory-maps without decoding (much cheaper than Parquet for a large collect)
     arrow_ipc: bool = False
 
+    @property
+    def needs_schema(self) -> bool:
+        """Whether ``write`` needs the result's schema beforehand (a query of its own): a
+        result kept in memory brings its schema along."""
+        return self.path is not None or self.sample_column is not None
+
     def describe(self) -> str:
         return "materialize" if self.path else "collect"
 
@@ -120,6 +125,8 @@ class MaterializeSink:
                 partition=TablePartition(table),
             )
             if self.sample_column is not None and table.num_rows:
+                import numpy as np  # only here: keeps `import millpond` from loading numpy
+
                 rng = np.random.default_rng(ctx.task_index)
                 idx = rng.choice(
                     table.num_rows, size=min(SAMPLE_ROWS, table.num_rows), replace=False
@@ -156,6 +163,8 @@ class SampleSink:
     column: str
     input_bytes: int = 0  # the task's input, as the planner saw it: sizes the ranges
 
+    needs_schema = True  # ``write`` is given the result's schema
+
     def describe(self) -> str:
         return f"sample {self.column}"
 
@@ -181,6 +190,8 @@ class BucketSink:
     bucketing: Bucketing
     step: Step
     directory: str | None = None  # None: keep buckets in memory
+
+    needs_schema = True  # ``write`` is given the result's schema
 
     def describe(self) -> str:
         return f"exchange {self.bucketing.describe()}"
@@ -256,6 +267,8 @@ class WriteSink:
     umask: int = 0o022
     file_bytes: int = 256 * 1024 * 1024
 
+    needs_schema = True  # ``write`` is given the result's schema
+
     def describe(self) -> str:
         by = f" partitioned by {self.partition_by}" if self.partition_by else ""
         return f"write {self.format}{by}"
@@ -318,6 +331,8 @@ class WriteSink:
 @dataclass
 class CountSink:
     """Only the number of rows (``count()``)."""
+
+    needs_schema = True  # ``write`` is given the result's schema
 
     def describe(self) -> str:
         return "count"

@@ -87,12 +87,31 @@ def register_udf(ctx, name: str, fn: object, step: Step) -> None:
 
 
 def bind(ctx, sql: str, steps: list[Step]) -> str:
-    """Bind a query now, so a mistake is reported against the step that made it."""
+    """A step's query, checked so that a mistake is reported against the step that made
+    it. A task's context that collects them (``ctx.unbound``) binds the task's whole query
+    once instead, and each step's query only when that fails (see
+    :func:`first_unbindable`); elsewhere the query is bound now."""
+    unbound = getattr(ctx, "unbound", None)
+    if unbound is not None:
+        unbound.append((sql, steps))
+        return sql
     try:
         ctx.con.sql(sql)
     except duckdb.Error as exc:
         raise QueryFailure(str(exc), sql, steps, type(exc).__name__) from None
     return sql
+
+
+def first_unbindable(ctx) -> QueryFailure | None:
+    """After the task's query failed: the first step whose own query does not bind (a
+    missing column, bad SQL), as the failure to report; None when every step binds (the
+    query failed running, not binding)."""
+    for sql, steps in getattr(ctx, "unbound", None) or []:
+        try:
+            ctx.con.sql(sql)
+        except duckdb.Error as exc:
+            return QueryFailure(str(exc), sql, steps, type(exc).__name__)
+    return None
 
 
 @dataclass
