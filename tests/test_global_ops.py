@@ -561,3 +561,21 @@ def test_shuffled_sort_samples_the_key_and_writes_its_input_once(
     kinds = [s.sink_kind for s in session.last_job.plan.stages]
     assert kinds == ["materialize", "buckets", "final"]
     assert python_first.column("v").to_pylist() == expected.column("v").to_pylist()
+
+
+def test_shuffled_distinct_drops_the_partial_pass_when_rows_are_distinct(
+    make_session, parquet_dataset
+):
+    """Where a distinct shuffles, a sample of the input decides whether hashing every row
+    before the exchange can drop any: not for rows that are all different (ids), yes for
+    a column of 50 values."""
+    session = make_session("workers")
+    df = session.read_parquet(parquet_dataset, npartitions=4)
+    assert df.distinct().count() == DATASET_ROWS
+    first = session.last_job.plan.stages[0]
+    assert first.sink_kind == "buckets" and not first.ops
+    assert any("no partial distinct" in note for note in first.notes)
+
+    assert df.select("k").distinct().count() == 51  # 50 keys and NULL
+    first = session.last_job.plan.stages[0]
+    assert [op.step.label for op in first.ops] == ["partial distinct()"]

@@ -317,7 +317,7 @@ def test_read_csv_with_schema_and_no_header_row_keeps_every_row(session, tmp_pat
 
 def test_from_items_of_plain_values_does_not_import_pandas(tmp_path) -> None:
     """pyarrow's conversion of Python values imports pandas (0.2-0.4 s of a cold job): flat
-    rows of plain values are built without it, with the types from_pylist would give."""
+    rows of plain values are built from buffers, with the types from_pylist would give."""
     import subprocess
     import sys
 
@@ -347,11 +347,12 @@ ROW_CASES = """[
     [{"a": None}, {"a": None}],
     [{"a": -2**63}, {"a": 2**63 - 1}],
     [{"a": 1e308}, {"a": 5e-324}, {"a": 0.1}, {"a": -0.0}],
+    [{"a": float("nan"), "b": False}, {"a": 1, "b": True}, {"a": None, "b": None}],
+    [{"s": ""}, {"s": None}, {"s": "x" * 70}],
 ]"""
 #: rows pyarrow's own conversion takes (they may import pandas)
 OTHER_ROW_CASES = """[
     [{"a": 2**63}],
-    [{"a": float("nan")}],
     [{"a": [1, 2]}, {"a": None}],
     [{"a": True}, {"a": 1}],
     [{"a": "x"}, {"a": 1}],
@@ -359,7 +360,7 @@ OTHER_ROW_CASES = """[
 
 
 def test_rows_built_without_pandas_equal_from_pylist() -> None:
-    """Plain rows are built first, without pandas (the JSON path), then the others; each is
+    """Plain rows are built first, without pandas (from buffers), then the others; each is
     compared with ``Table.from_pylist`` (same schema and values, or the same error)."""
     import subprocess
     import sys
@@ -387,6 +388,7 @@ for rows, table in zip(cases, got):
     if isinstance(want, str) or isinstance(table, str):
         assert table == want, (rows, table, want)
     else:
+        table.validate(full=True)
         assert table.schema == want.schema, (rows, table.schema, want.schema)
         assert repr(table.to_pylist()) == repr(want.to_pylist()), rows
 print("OK")

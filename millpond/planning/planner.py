@@ -20,6 +20,11 @@ from millpond.planning import logical as L
 from millpond.planning.physical import PhysicalPlan, Slot, SourceSlot, Stage, StageSlot
 from millpond.planning.rowwise import is_rowwise
 
+#: a partial distinct before a shuffle is left out when at least this share of a sample of
+#: its input is distinct: it would hash every row to drop almost none
+PARTIAL_DISTINCT_MAX_SHARE = 0.95
+DISTINCT_SAMPLE_ROWS = 100_000
+
 #: why a global operation runs as one query, shown by explain()
 ONE_QUERY = "one DuckDB query over the whole input (one machine: no shuffle)"
 
@@ -297,9 +302,16 @@ class Planner:
             fragment = self.whole(fragment)
             fragment.ops.append(SqlOp(sql, node.step))
             return fragment
-        fragment.ops.append(
-            SqlOp(sql, Step(f"partial {node.step.label}", node.step.origin, node.step.code))
-        )
+        distinct_share = _sampled_distinct_share(fragment, node.subset)
+        if distinct_share is not None and distinct_share >= PARTIAL_DISTINCT_MAX_SHARE:
+            fragment.notes.append(
+                f"no partial distinct before the shuffle: {distinct_share:.0%} of a sample "
+                f"of the input's rows were distinct"
+            )
+        else:
+            fragment.ops.append(
+                SqlOp(sql, Step(f"partial {node.step.label}", node.step.origin, node.step.code))
+            )
         out = self.shuffle(
             fragment,
             HashBucketing(node.subset or [], self.shuffle_partitions),
@@ -408,6 +420,38 @@ class Planner:
         out = self.exchange(fragment, "gather", limit_rows=node.n)
         out.ops.append(LimitOp(node.n, node.step))
         return out
+
+
+def _sampled_distinct_share(fragment: Fragment, subset: list[str] | None) -> float | None:
+    """The share of distinct rows (on ``subset``) among the first rows of the first file of
+    a local Parquet scan that nothing else comes between: what a partial distinct could
+    drop. None when the input is anything else (the partial distinct then stays)."""
+    if fragment.ops or len(fragment.slots) != 1 or not isinstance(fragment.slots[0], SourceSlot):
+        return None
+    first = next((p for p in fragment.slots[0].partitions if isinstance(p, ScanInput)), None)
+    if first is None or first.format.name != "parquet" or "://" in first.files[0]:
+        return None
+    import duckdb
+
+    from millpond.operators.data import scan_sql
+
+    sample = dataclasses.replace(
+        first,
+        files=first.files[:1],
+        limit=min(first.limit or DISTINCT_SAMPLE_ROWS, DISTINCT_SAMPLE_ROWS),
+    )
+    columns = ident_list(subset) if subset else "*"
+    con = duckdb.connect()
+    try:
+        rows, distinct = con.execute(
+            f"SELECT (SELECT count(*) FROM ({scan_sql(sample)})), "
+            f"(SELECT count(*) FROM (SELECT DISTINCT {columns} FROM ({scan_sql(sample)})))"
+        ).fetchall()[0]
+    except duckdb.Error:  # the query will report it, naming the step
+        return None
+    finally:
+        con.close()
+    return distinct / rows if rows else None
 
 
 def _sql_only(fragment: Fragment) -> bool:
