@@ -216,6 +216,22 @@ def judge_vs(row: Row, cfg: Config, limit: float, label: str = "DuckDB") -> None
         row.met = row.ratio <= limit
 
 
+def rank_against_duckdb(
+    cfg: Config, duck: Contender, others: list[Contender], millpond: Contender, limit: float
+) -> None:
+    """The rows of a benchmark with DuckDB as the reference: every other contender's ratio
+    to DuckDB, millpond's target (``<= limit`` x DuckDB), its peak memory beside DuckDB's
+    and its init/shutdown notes."""
+    assert duck.row is not None and millpond.row is not None
+    duck.row.set_reference("x DuckDB")
+    for c in [*others, millpond]:
+        assert c.row is not None
+        set_ratio_vs(c.row, duck.row, "x DuckDB")
+    judge_vs(millpond.row, cfg, limit)
+    rss_note(millpond.row, duck.row)
+    millpond.row.notes = millpond_notes(millpond) + millpond.row.notes
+
+
 def check_against_loop(c: Contender, ref: dict, keys: list[str], note: str) -> None:
     """Mark ``c``'s row MISMATCH if any run's ``keys`` differ from the loop's ``ref``,
     else add ``note``."""

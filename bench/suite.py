@@ -32,6 +32,7 @@ from bench.harness import (
     judge_vs,
     measure,
     millpond_notes,
+    rank_against_duckdb,
     rss_note,
     set_ratio_vs,
     succeeded,
@@ -127,16 +128,11 @@ def bench_groupby(cfg: Config) -> list[Row]:
         else:
             ray.row.notes.append("result == duckdb")
     assert duck.row and polars.row and mp.row
-    duck.row.set_reference("x DuckDB")
-    set_ratio_vs(polars.row, duck.row, "x DuckDB")
-    set_ratio_vs(mp.row, duck.row, "x DuckDB")
+    rank_against_duckdb(cfg, duck, [polars], mp, 1.1)
     if ray is not None and ray.row is not None:
         set_ratio_vs(ray.row, duck.row, "x DuckDB")
         rss_note(ray.row, duck.row)
         ray.row.notes = millpond_notes(ray) + ray.row.notes
-    judge_vs(mp.row, cfg, 1.1)
-    rss_note(mp.row, duck.row)
-    mp.row.notes = millpond_notes(mp) + mp.row.notes
     return rows
 
 
@@ -492,12 +488,7 @@ def bench_sort(cfg: Config) -> list[Row]:
             files = c.runs[0].result["files"]
             c.row.notes.append(f"{want['rows']:,} rows in {files} file(s), sorted, keys == input")
     assert duck.row and polars.row and mp.row
-    duck.row.set_reference("x DuckDB")
-    set_ratio_vs(polars.row, duck.row, "x DuckDB")
-    set_ratio_vs(mp.row, duck.row, "x DuckDB")
-    judge_vs(mp.row, cfg, 1.3)
-    rss_note(mp.row, duck.row)
-    mp.row.notes = millpond_notes(mp) + mp.row.notes
+    rank_against_duckdb(cfg, duck, [polars], mp, 1.3)
     shutil.rmtree(cfg.data_dir / "out", ignore_errors=True)
     return [c.row for c in contenders if c.row is not None]
 
@@ -557,12 +548,7 @@ def bench_distinct(cfg: Config) -> list[Row]:
                 c.row.status = f"MISMATCH: {diff}"
             else:
                 c.row.notes.append("set == duckdb")
-    duck.row.set_reference("x DuckDB")
-    set_ratio_vs(polars.row, duck.row, "x DuckDB")
-    set_ratio_vs(mp.row, duck.row, "x DuckDB")
-    judge_vs(mp.row, cfg, 1.3)
-    rss_note(mp.row, duck.row)
-    mp.row.notes = millpond_notes(mp) + mp.row.notes
+    rank_against_duckdb(cfg, duck, [polars], mp, 1.3)
     return [c.row for c in contenders if c.row is not None]
 
 
@@ -614,12 +600,7 @@ def bench_join(cfg: Config) -> list[Row]:
                 c.row.status = f"MISMATCH: {diffs[0]}"
             else:
                 c.row.notes.append("rows, sum(id), sum(w) == duckdb")
-    duck.row.set_reference("x DuckDB")
-    set_ratio_vs(polars.row, duck.row, "x DuckDB")
-    set_ratio_vs(mp.row, duck.row, "x DuckDB")
-    judge_vs(mp.row, cfg, 1.3)
-    rss_note(mp.row, duck.row)
-    mp.row.notes = millpond_notes(mp) + mp.row.notes
+    rank_against_duckdb(cfg, duck, [polars], mp, 1.3)
     return [c.row for c in contenders if c.row is not None]
 
 

@@ -151,33 +151,29 @@ def test_large_sql_write_is_one_writer_not_a_file_per_partition(
     assert pq.read_metadata(out / "part-00000.parquet").num_rows == want.fetchall()[0][0]
 
 
-@pytest.fixture
-def wide_dataset(tmp_path) -> str:
-    """~1M rows (about 60 MB in memory): four times and more the memory limit below."""
-    directory = tmp_path / "wide"
+def _key_string_dataset(directory, rows_per_file: int) -> str:
+    """Four Parquet files of (k BIGINT with repeats, s a distinct 32-character string)."""
     directory.mkdir()
     con = duckdb.connect()
     for i in range(4):
         con.execute(
-            f"COPY (SELECT (r * 7919 + {i}) % 1000003 AS k, md5((r + {i * 250_000})::VARCHAR) AS s "
-            f"FROM range(250000) t(r)) TO '{directory}/part-{i}.parquet' (FORMAT parquet)"
+            f"COPY (SELECT (r * 7919 + {i}) % 1000003 AS k, md5((r + {i * rows_per_file})::VARCHAR) "
+            f"AS s FROM range({rows_per_file}) t(r)) TO '{directory}/part-{i}.parquet' (FORMAT parquet)"
         )
     return str(directory)
+
+
+@pytest.fixture
+def wide_dataset(tmp_path) -> str:
+    """1M rows, ~45 MB of Parquet: several output files at a target of 8 MB."""
+    return _key_string_dataset(tmp_path / "wide", 250_000)
 
 
 @pytest.fixture
 def big_dataset(tmp_path) -> str:
-    """6M rows of (k BIGINT, s 32 characters): ~340 MB in DuckDB's memory, 3.5 times the
-    memory limit the test below gives the session."""
-    directory = tmp_path / "big"
-    directory.mkdir()
-    con = duckdb.connect()
-    for i in range(4):
-        con.execute(
-            f"COPY (SELECT (r * 7919 + {i}) % 1000003 AS k, md5((r + {i * 1_500_000})::VARCHAR) "
-            f"AS s FROM range(1500000) t(r)) TO '{directory}/part-{i}.parquet' (FORMAT parquet)"
-        )
-    return str(directory)
+    """6M rows: ~340 MB in DuckDB's memory, 3.5 times the memory limit the test below gives
+    the session."""
+    return _key_string_dataset(tmp_path / "big", 1_500_000)
 
 
 def test_global_operations_far_over_the_memory_limit_spill_and_match_duckdb(
