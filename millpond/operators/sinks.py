@@ -158,7 +158,7 @@ class MaterializeSink:
 class SampleSink:
     """Only a sample of a sort key, and how much data there was: the ranges of a
     total-order sort are cut from it before the rows are read again into their ranges.
-    DuckDB reads just the key's column (and ``rows``) for it: the input is never written."""
+    DuckDB reads just the key's column for it: the input is never written."""
 
     column: str
     input_bytes: int = 0  # the task's input, as the planner saw it: sizes the ranges
