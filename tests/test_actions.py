@@ -220,6 +220,21 @@ def test_write_default_mode_refuses_existing_output(session, tmp_path):
         df.write_csv(out, mode="error")
 
 
+def test_write_into_an_empty_directory_the_user_made_fills_it(session, tmp_path):
+    """As in smallpond: a directory that exists and is empty is no output yet. It is filled
+    in place (the same directory, its mode kept); one holding anything is still refused."""
+    out = tmp_path / "made"
+    out.mkdir(mode=0o750)
+    inode = out.stat().st_ino
+    session.from_items([{"x": i} for i in range(5)], npartitions=2).write_parquet(str(out))
+    assert out.stat().st_ino == inode and (out.stat().st_mode & 0o777) == 0o750
+    back = duck(f"SELECT x FROM read_parquet('{out}/*.parquet') ORDER BY x")
+    assert back.column("x").to_pylist() == [0, 1, 2, 3, 4]
+    assert not [e for e in os.listdir(tmp_path) if e.startswith(".")]
+    with pytest.raises(millpond.OutputExistsError, match="exists"):
+        session.from_items([{"x": 9}]).write_parquet(str(out))
+
+
 def test_write_overwrite_replaces_previous_output(session, tmp_path):
     out = str(tmp_path / "over")
     session.from_items([{"x": i} for i in range(10)], npartitions=3).write_parquet(out)

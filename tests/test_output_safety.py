@@ -59,6 +59,21 @@ def test_overwrite_of_home_cwd_or_their_parents_is_refused_and_deletes_nothing(
     assert tree_snapshot(sandbox) == before
 
 
+@pytest.mark.parametrize("mode", ["error", "overwrite", "append", "ignore"])
+def test_an_empty_working_directory_is_not_filled_by_any_mode(
+    sandbox: Path, small, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """An empty folder is filled in place like a missing output, but never when it is the
+    working directory (or home, root, their parents): files would land among the user's."""
+    _session, df = small
+    empty = sandbox / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    with pytest.raises(UnsafePathError, match="working directory"):
+        df.write_parquet(".", mode=mode)
+    assert list(empty.iterdir()) == []
+
+
 def test_the_filesystem_root_is_protected_however_it_is_spelled() -> None:
     for root in ("/", "//", "///", "/.", "/tmp/.."):
         assert protected_reason(commits.destination(root)) == "it is the filesystem root"

@@ -15,6 +15,8 @@ import pytest
 from conftest import DATASET_ROWS
 
 import millpond
+from millpond.errors import PlanError
+from millpond.planning import logical as L
 
 
 def duck(query: str) -> pa.Table:
@@ -304,6 +306,27 @@ def test_partial_sort_descending_multi_key(session):
         assert part == sorted(part, key=lambda r: (r["a"], r["b"]), reverse=True)
 
 
+def test_sort_keys_may_say_asc_or_desc_as_in_smallpond(session):
+    """smallpond's ``partial_sort(by=["a", "b desc"])``: the direction is part of the key."""
+    rows = [{"a": i % 3, "b": i} for i in range(12)]
+    df = session.from_items(rows, npartitions=2)
+    for part in (df.partial_sort(["a", "b DESC"]).to_arrow().to_pylist()[:6],):
+        assert part == sorted(part, key=lambda r: (r["a"], -r["b"]))
+    ordered = df.sort(["a desc", "b asc"]).to_arrow().to_pylist()
+    assert ordered == sorted(rows, key=lambda r: (-r["a"], r["b"]))
+    assert df.sort("b desc", descending=False).take(1) == [{"a": 2, "b": 11}]
+
+
+def test_unknown_keyword_arguments_are_errors_and_node_options_are_taken(session):
+    df = session.from_items([{"a": i} for i in range(6)], npartitions=2)
+    with pytest.raises(PlanError, match=r"unexpected keyword argument\(s\) \['by_row'\]"):
+        df.repartition(3, by_row=True)
+    sized = df.repartition(3, hash_by="a", cpu_limit=2, memory_limit="64MB")
+    assert sorted(sized.to_arrow().column("a").to_pylist()) == list(range(6))
+    assert sized._node.resources == L.Resources(cpu=2, memory=64 * 1024 * 1024)
+    assert df.partial_sort("a", cpu_limit=1).count() == 6
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 4_999, 5_001, DATASET_ROWS + 10])
 def test_limit_returns_min_of_n_and_rows(session, parquet_dataset, n):
     df = session.read_parquet(parquet_dataset, npartitions=4).limit(n)
@@ -429,3 +452,20 @@ def test_random_shuffle_with_seed_is_reproducible(session, parquet_dataset):
     assert first == second
     assert first != other
     assert sorted(first) == sorted(other)
+
+
+@pytest.mark.parametrize("mode", ["inline", "workers"])
+def test_map_batches_gets_exactly_batch_size_rows_across_files_and_row_groups(
+    make_session, tmp_path, mode
+):
+    """smallpond's promise (its test expects 350, 350, 300 over 1,000 rows): batches of
+    ``batch_size`` rows within a partition, across file and row-group boundaries."""
+    import pyarrow.parquet as pq
+
+    for i, n in enumerate([300, 400, 300]):
+        table = pa.table({"x": pa.array(range(n), pa.int64())})
+        pq.write_table(table, tmp_path / f"f{i}.parquet", row_group_size=150)
+    session = make_session(mode)
+    df = session.read_parquet(str(tmp_path / "*.parquet"), npartitions=1)
+    sizes = df.map_batches(lambda t: pa.table({"n": [t.num_rows]}), batch_size=350).to_arrow()
+    assert sizes.column("n").to_pylist() == [350, 350, 300]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import pyarrow as pa
 
+from millpond.config import parse_size
 from millpond.errors import PlanError, UnpicklableFunctionError
 from millpond.io.safety import remove_path
+from millpond.io.sqltext import quote_ident
 from millpond.io.writer import DatasetWrite
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import FilePartition, PartitionData, TablePartition
@@ -49,6 +52,53 @@ def _column_args(columns: tuple, what: str) -> list[str]:
     if len(columns) == 1 and not isinstance(columns[0], str):
         return _names(list(columns[0]), what)
     return _names(list(columns), what)
+
+
+_ORDER_SUFFIX = re.compile(r"^(?P<column>.*\S)\s+(?P<direction>asc|desc)$", re.I | re.S)
+
+
+def _sort_keys(
+    by: str | Sequence[str], descending: bool | Sequence[bool], what: str
+) -> tuple[list[str], list[bool]]:
+    """Columns and directions of a sort. A key may end in `` asc`` or `` desc`` (smallpond's
+    ``partial_sort(by=["a", "b desc"])``), which wins over ``descending`` for that key."""
+    names = _names(by, what)
+    desc = [descending] * len(names) if isinstance(descending, bool) else list(descending)
+    if len(desc) != len(names):
+        raise PlanError("descending must be a bool or one bool per sort column")
+    columns, directions = [], []
+    for name, down in zip(names, desc):
+        match = _ORDER_SUFFIX.match(name.strip())
+        if match:
+            name, down = match["column"], match["direction"].lower() == "desc"
+        columns.append(name)
+        directions.append(bool(down))
+    return columns, directions
+
+
+#: keyword arguments smallpond's DataFrame methods pass to the node they make: the task's
+#: resources, and names of the node's output that only smallpond's planner uses
+_NODE_RESOURCES = ("cpu_limit", "gpu_limit", "memory_limit")
+_NODE_IGNORED = ("output_name", "output_path")
+
+
+def _node_options(step: Step, options: Mapping[str, Any]) -> L.Resources | None:
+    """The resources smallpond's node keyword arguments ask for; an unknown keyword is an
+    error naming it (a misspelt ``by_row=True`` must not be ignored)."""
+    unknown = sorted(set(options) - set(_NODE_RESOURCES) - set(_NODE_IGNORED))
+    if unknown:
+        raise PlanError(
+            f"{step.label}: unexpected keyword argument(s) {unknown}; the node options "
+            f"accepted here are {list(_NODE_RESOURCES + _NODE_IGNORED)}"
+        )
+    if not any(options.get(k) is not None for k in _NODE_RESOURCES):
+        return None
+    memory = options.get("memory_limit")
+    return L.Resources(
+        cpu=int(options.get("cpu_limit") or 1),
+        gpu=float(options.get("gpu_limit") or 0.0),
+        memory=parse_size(memory) if memory is not None else None,
+    )
 
 
 def _concurrency(value: Any, step: Step) -> tuple[int, int] | None:
@@ -232,12 +282,20 @@ class DataFrame:
         step = user_step(f"with_column({name!r}, {sql_expr!r})")
         return self._narrow(WithColumnOp(name, sql_expr, step), step)
 
-    def partial_sort(self, by: str | Sequence[str], descending: bool = False) -> DataFrame:
-        """Sort the rows within each partition (no total order across partitions)."""
-        names = _names(by, "partial_sort()")
-        step = user_step(f"partial_sort({', '.join(names)})")
-        order = ", ".join(f'"{n}" {"DESC" if descending else "ASC"}' for n in names)
-        return self._narrow(SqlOp(f"SELECT * FROM {{0}} ORDER BY {order}", step), step)
+    def partial_sort(
+        self, by: str | Sequence[str], descending: bool = False, **node_options: Any
+    ) -> DataFrame:
+        """Sort the rows within each partition (no total order across partitions). A key
+        may end in `` asc``/`` desc`` (``by=["a", "b desc"]``, as in smallpond);
+        ``cpu_limit``/``memory_limit`` size the tasks."""
+        columns, directions = _sort_keys(by, descending, "partial_sort()")
+        step = user_step(f"partial_sort({', '.join(map(str, _names(by, 'partial_sort()')))})")
+        resources = _node_options(step, node_options)
+        order = ", ".join(
+            f"{quote_ident(c)} {'DESC' if d else 'ASC'}" for c, d in zip(columns, directions)
+        )
+        op = SqlOp(f"SELECT * FROM {{0}} ORDER BY {order}", step)
+        return self._with(L.Narrow((self._node,), step, op=op, resources=resources))
 
     def partial_sql(self, query: str, *others: DataFrame) -> DataFrame:
         """DuckDB SQL on each partition: ``{0}`` is this DataFrame's partition."""
@@ -260,9 +318,12 @@ class DataFrame:
         **kwargs: Any,
     ) -> DataFrame:
         """``npartitions`` partitions: by files (default), by rows (``by_rows``), by the hash
-        of columns (``hash_by``), or by a SQL expression giving the partition number (``by``)."""
+        of columns (``hash_by``), or by a SQL expression giving the partition number (``by``).
+        smallpond's node options (``cpu_limit``, ``memory_limit``…) size the exchange's
+        tasks; any other keyword is an error."""
         if npartitions < 1:
             raise PlanError(f"npartitions must be >= 1, got {npartitions}")
+        resources = _node_options(user_step("repartition"), kwargs)
         keys = _names(hash_by, "hash_by")
         mode = "hash" if keys else "expr" if by else "rows" if by_rows else "files"
         label = (
@@ -274,7 +335,15 @@ class DataFrame:
         )
         step = user_step(label)
         return self._with(
-            L.Repartition((self._node,), step, n=npartitions, mode=mode, keys=keys, expr=by)
+            L.Repartition(
+                (self._node,),
+                step,
+                n=npartitions,
+                mode=mode,
+                keys=keys,
+                expr=by,
+                resources=resources,
+            )
         )
 
     def random_shuffle(self, seed: int | None = None, npartitions: int | None = None) -> DataFrame:
@@ -331,13 +400,13 @@ class DataFrame:
 
     def sort(self, by: str | Sequence[str], descending: bool | Sequence[bool] = False) -> DataFrame:
         """A total order across partitions (range-partitioned on the first key, then sorted)."""
-        names = _names(by, "sort()")
+        names, desc = _sort_keys(by, descending, "sort()")
         if not names:
             raise PlanError("sort() needs at least one column")
-        desc = [descending] * len(names) if isinstance(descending, bool) else list(descending)
-        if len(desc) != len(names):
-            raise PlanError("descending must be a bool or one bool per sort column")
-        step = user_step(f"sort({names}{', descending=' + str(descending) if any(desc) else ''})")
+        shown = _names(by, "sort()")
+        step = user_step(
+            f"sort({shown}{', descending=' + str(descending) if descending is not False else ''})"
+        )
         return self._with(L.Sort((self._node,), step, by=names, descending=desc))
 
     def distinct(self, subset: str | Sequence[str] | None = None) -> DataFrame:

@@ -37,15 +37,17 @@ def destination(path: str) -> str:
 
 
 def check_destination(path: str, mode: str, inputs: Iterable[str] = ()) -> bool:
-    """Validate ``mode`` against what is at ``path``; False means nothing should be written.
+    """Validate ``mode`` against what is at ``path`` (an empty directory counts as nothing
+    there); False means nothing should be written.
     ``overwrite`` of something that is not a replaceable dataset, and any write to a
     protected path (the root, a home or working directory), fail here, before any work."""
     if mode not in MODES:
         raise PlanError(f"mode must be one of {MODES}, got {mode!r}")
-    reason = protected_reason(path) if mode in ("append", "ignore") else None
+    empty = _empty_directory(path)  # filled in place, whatever the mode: never the root…
+    reason = protected_reason(path) if mode in ("append", "ignore") or empty else None
     if reason is not None:  # overwrite: check_replaceable below, with the job's inputs
         raise UnsafePathError(f"refusing to write to {path!r} with mode={mode!r}: {reason}")
-    if os.path.lexists(path):
+    if os.path.lexists(path) and not empty:
         if mode == "error":
             raise OutputExistsError(
                 f"output path {path!r} already exists; pass mode='overwrite' to replace it or mode='append' to add to it"
@@ -59,6 +61,12 @@ def check_destination(path: str, mode: str, inputs: Iterable[str] = ()) -> bool:
         if mode == "overwrite":
             check_replaceable(path, inputs)
     return True
+
+
+def _empty_directory(path: str) -> bool:
+    """A real directory with nothing in it (as a user creates one for a job's output, or
+    smallpond's examples do): a write of any mode fills it, as if it were not there."""
+    return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
 
 
 def staging_dir(path: str, job_id: str) -> str:
@@ -228,6 +236,8 @@ def commit(staging: str, path: str, mode: str, inputs: Iterable[str] = ()) -> bo
         _merge_task_dirs(staging)
         remove_path(os.path.join(staging, WRITER_FILE), within=staging)
         exists = os.path.lexists(path)
+        if exists and _empty_directory(path):
+            mode = "append"  # a folder made ready for the output: fill it
         if mode == "append" and exists:
             if not os.path.isdir(path):
                 raise OutputExistsError(f"cannot append to {path!r}: it is a file")

@@ -46,6 +46,29 @@ def to_table(result: Any, step: Step) -> pa.Table | None:
     )
 
 
+def exact_batches(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Batches of exactly ``size`` rows (the last one may be shorter), whatever sizes come
+    in: DuckDB cuts its batches at files and row groups, and a ``map_batches`` function is
+    promised ``batch_size`` rows, as in smallpond."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        if not pending and batch.num_rows == size:
+            yield batch  # the common case: nothing to cut or join
+            continue
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= size:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, size).combine_chunks().to_batches()[0]
+            rest = table.slice(size)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
 @dataclass
 class PythonOp(Op):
     """``map``/``filter``/``flat_map`` over rows, or ``map_batches`` over whole batches."""
@@ -72,9 +95,10 @@ class PythonOp(Op):
 
     def apply(self, ctx, rel: str) -> str:
         fn = load_udf(self.payload, self.step)
-        source = ctx.reader(rel, self.batch_size or ctx.batch_size)
+        size = self.batch_size or ctx.batch_size
+        source = ctx.reader(rel, size)
         failures = ctx.user_failures
-        outputs = self._outputs(fn, source)
+        outputs = self._outputs(fn, source, size)
 
         def guarded(it: Iterator[pa.Table]) -> Iterator[pa.RecordBatch]:
             try:
@@ -96,8 +120,9 @@ class PythonOp(Op):
     def _call(self, fn, arg):
         return call_user(self.step, fn, arg)
 
-    def _outputs(self, fn, source: pa.RecordBatchReader) -> Iterator[pa.Table]:
-        for batch in source:
+    def _outputs(self, fn, source: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
+        batches = exact_batches(source, size) if self.kind == "map_batches" else source
+        for batch in batches:
             if batch.num_rows == 0:
                 continue
             if self.kind == "map_batches":
