@@ -401,3 +401,23 @@ def test_cache_is_alias_of_compute(session, tmp_path):
     mapped.to_pandas()
     mapped.take_all()
     assert _calls(log_path) == calls
+
+
+def test_lazy_writes_happen_on_wait_and_recompute_forgets_a_kept_result(session, tmp_path):
+    """smallpond's ``o1 = df.write_parquet_lazy(p1); sp.wait(o1, o2)``, ``is_computed()``
+    and ``recompute()``."""
+    df = session.from_items([{"x": i} for i in range(6)], npartitions=2)
+    first, second = tmp_path / "one", tmp_path / "two"
+    o1 = df.write_parquet_lazy(str(first))
+    o2 = df.filter("x % 2 = 0").write_parquet_lazy(str(second))
+    assert not first.exists() and not second.exists()
+    session.wait(o1, o2)
+    assert duck(f"SELECT count(*) AS n FROM read_parquet('{first}/*.parquet')")["n"][0].as_py() == 6
+    assert (
+        duck(f"SELECT count(*) AS n FROM read_parquet('{second}/*.parquet')")["n"][0].as_py() == 3
+    )
+    session.wait(o1)  # done once: nothing is written again
+    assert not df.is_computed()
+    assert df.compute().is_computed()
+    assert not df.recompute().is_computed()
+    assert df.count() == 6

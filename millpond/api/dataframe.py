@@ -141,6 +141,9 @@ class DataFrame:
     def __init__(self, session: Session, node: L.LogicalNode) -> None:
         self.session = session
         self._node = node
+        #: a write asked for by write_parquet_lazy, done (once) by compute() or Session.wait()
+        self._pending_write: tuple[str, str, Any, str] | None = None
+        self._written = False
 
     def __repr__(self) -> str:
         return f"DataFrame({self._node.label()})"
@@ -508,7 +511,13 @@ class DataFrame:
 
     def compute(self) -> DataFrame:
         """Run the plan now and keep the result, so later actions reuse it instead of
-        recomputing. Returns this DataFrame."""
+        recomputing (for the DataFrame of :meth:`write_parquet_lazy`: do the write).
+        Returns this DataFrame."""
+        if self._pending_write is not None:
+            if not self._written:
+                self._write(*self._pending_write)
+                self._written = True
+            return self
         if self._node.id in self.session._cache:
             return self
         directory = os.path.join(self.session.session_dir, "cache", f"node-{self._node.id}")
@@ -522,6 +531,25 @@ class DataFrame:
         return self
 
     cache = compute
+
+    def is_computed(self) -> bool:
+        """Whether the result is kept already (by :meth:`compute`), so actions reuse it."""
+        return self._node.id in self.session._cache
+
+    def recompute(self) -> DataFrame:
+        """Forget a kept result, so the next action computes it again (smallpond's way to
+        redo a step whose code changed). Returns this DataFrame."""
+        self.session._cache.pop(self._node.id, None)
+        return self
+
+    def write_parquet_lazy(
+        self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"
+    ) -> DataFrame:
+        """:meth:`write_parquet`, done later: by the returned DataFrame's :meth:`compute`
+        or by ``session.wait(*dataframes)`` (smallpond's non-blocking write)."""
+        lazy = DataFrame(self.session, self._node)
+        lazy._pending_write = ("parquet", path, partition_by, mode)
+        return lazy
 
     def write_parquet(
         self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"

@@ -278,6 +278,11 @@ class Session:
             return self._df(L.Narrow((inputs[0]._node,), step, op=op))
         return self._df(L.PartialSql(tuple(df._node for df in inputs), step, template=query, op=op))
 
+    def wait(self, *dataframes: DataFrame) -> None:
+        """Compute each DataFrame (do the writes of ``write_parquet_lazy``), in order."""
+        for df in dataframes:
+            df.compute()
+
     # -- planning and running -------------------------------------------------
     def _with_cache(self, *nodes: L.LogicalNode) -> list[L.LogicalNode]:
         """The plans with every already computed node replaced by its cached result."""

@@ -40,12 +40,13 @@ class ExprBucketing:
         return f"by {self.expr!r} into {self.n}"
 
     def bucketed(self, ctx, rel: str, step: Step) -> str:
-        message = quote_string(f"repartition key ({self.expr}) out of range [0, {self.n}): got ")
+        # smallpond's words: "partition key 10 is out of range 0-9"
+        suffix = quote_string(f" is out of range 0-{self.n - 1} (repartition by {self.expr})")
         value = f"({self.expr})"
         sql = (
             f"SELECT *, CASE WHEN {value} >= 0 AND {value} < {self.n} THEN {value}::BIGINT "
-            f"ELSE error({message} || coalesce(CAST({value} AS VARCHAR), 'NULL')) END AS {BUCKET_COLUMN} "
-            f"FROM ({rel})"
+            f"ELSE error('partition key ' || coalesce(CAST({value} AS VARCHAR), 'NULL') || {suffix}) "
+            f"END AS {BUCKET_COLUMN} FROM ({rel})"
         )
         return bind(ctx, sql, [step])
 
