@@ -15,6 +15,7 @@ from millpond.config import SessionConfig
 from millpond.errors import (
     InputNotFoundError,
     InputReadError,
+    MemoryLimitError,
     MillpondError,
     OutputExistsError,
     PlanError,
@@ -25,7 +26,6 @@ from millpond.errors import (
     UnpicklableFunctionError,
     UnsafePathError,
 )
-from millpond.execution.failures import MemoryLimitError
 
 __version__ = "0.1.0"
 

@@ -58,6 +58,14 @@ class TaskTimeoutError(MillpondError, TimeoutError):
     """A task ran longer than its ``task_timeout`` / step ``timeout`` and was stopped."""
 
 
+class MemoryLimitError(MillpondError, MemoryError):
+    """A task needed more memory than its budget allowed."""
+
+
+class UserFunctionError(MillpondError):
+    """A user function raised an exception that could not be sent back as itself."""
+
+
 class JobInterrupted(KeyboardInterrupt):
     """A job was stopped by Ctrl-C or SIGTERM; its workers were stopped and nothing it was
     writing was left behind. Uncaught, it prints one line instead of a traceback."""

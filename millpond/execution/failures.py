@@ -8,12 +8,13 @@ import traceback
 import cloudpickle
 
 from millpond.config import describe_size
-from millpond.errors import (
+from millpond.errors import (  # MemoryLimitError, UserFunctionError: raised from here
     InputReadError,
-    MillpondError,
+    MemoryLimitError,
     SqlError,
     TaskFailedError,
     TaskTimeoutError,
+    UserFunctionError,
 )
 from millpond.execution.task import TaskSpec
 from millpond.execution.worker import Failure
@@ -31,14 +32,6 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n" + self.text
-
-
-class MemoryLimitError(MillpondError, MemoryError):
-    """A task needed more memory than its budget allowed."""
-
-
-class UserFunctionError(MillpondError):
-    """A user function raised an exception that could not be sent back as itself."""
 
 
 def describe_node(stage: Stage) -> str:
