@@ -1052,3 +1052,22 @@ def test_udf_decorator_with_smallpond_types_is_callable_from_sql(workers, run, t
     )
     result = frame_of(run(LogicalPlan(ctx, node)), "g")
     assert result.to_dict("records") == [{"g": 3, "n": 1}, {"g": 6, "n": 2}]
+
+
+def test_node_classes_default_limits_size_nodes_made_without_them(monkeypatch) -> None:
+    """smallpond programs set ``SqlEngineNode.default_cpu_limit`` (and the same on
+    ``HashPartitionNode``, inherited by ``ShuffleNode``) to size every such node of a plan."""
+    monkeypatch.setattr(SqlEngineNode, "default_cpu_limit", 3)
+    monkeypatch.setattr(SqlEngineNode, "default_memory_limit", 1 << 30)
+    monkeypatch.setattr(HashPartitionNode, "default_cpu_limit", 2)
+    monkeypatch.setattr(HashPartitionNode, "default_memory_limit", 1 << 29)
+    ctx = Context()
+    source = DataSourceNode(ctx, ArrowTableDataSet(pa.table({"a": [1, 2, 3]})))
+    sql = SqlEngineNode(ctx, (source,), "SELECT * FROM {0}")
+    assert (sql.cpu_limit, sql.memory_limit) == (3, 1 << 30)
+    shuffled = ShuffleNode(ctx, (sql,), npartitions=2, data_partition_column="p")
+    hashed = HashPartitionNode(ctx, (sql,), npartitions=2, hash_columns=["a"])
+    for node in (shuffled, hashed):
+        assert (node.cpu_limit, node.memory_limit) == (2, 1 << 29)
+    explicit = HashPartitionNode(ctx, (sql,), 2, ["a"], cpu_limit=1, memory_limit=1 << 20)
+    assert (explicit.cpu_limit, explicit.memory_limit) == (1, 1 << 20)

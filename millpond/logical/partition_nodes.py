@@ -169,6 +169,10 @@ class HashPartitionNode(PartitionNode):
     unless ``drop_partition_column``."""
 
     default_data_partition_column = DATA_PARTITION_COLUMN_NAME
+    #: what a node made without ``cpu_limit``/``memory_limit`` gets (smallpond programs set
+    #: these on the class to size every shuffle of a plan)
+    default_cpu_limit = 1
+    default_memory_limit: int | None = None
 
     def __init__(
         self,
@@ -216,8 +220,8 @@ class HashPartitionNode(PartitionNode):
             nested,
             output_name,
             output_path,
-            cpu_limit or 1,
-            memory_limit,
+            cpu_limit or self.default_cpu_limit,
+            memory_limit if memory_limit is not None else self.default_memory_limit,
         )
         self.hash_columns = list(hash_columns or [])
         self.data_partition_column = column
