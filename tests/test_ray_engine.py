@@ -841,3 +841,32 @@ def test_a_task_past_its_timeout_is_stopped_on_ray_and_retried(ray_address, tmp_
 
 def add_one(batch: pa.Table) -> pa.Table:
     return pa.table({"x": pa.compute.add(batch["x"], 1)})
+
+
+def test_a_ray_client_connection_the_head_was_slow_to_serve_is_tried_again(monkeypatch):
+    """A busy head may fail to start a client's server in time ("Starting Ray client
+    server failed"): a ray:// attach is tried again; a plain address fails at once."""
+    from millpond.execution import ray_engine
+
+    monkeypatch.setattr(ray_engine.time, "sleep", lambda s: None)
+
+    class FlakyRay:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.calls = failures, 0
+
+        def init(self, address, logging_level):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise ConnectionAbortedError("Starting Ray client server failed")
+            return "context"
+
+        def shutdown(self) -> None:
+            pass
+
+    flaky = FlakyRay(failures=2)
+    assert ray_engine._attach(flaky, "ray://127.0.0.1:10001") == "context"
+    assert flaky.calls == 3
+    with pytest.raises(ConnectionAbortedError):
+        ray_engine._attach(FlakyRay(failures=1), "127.0.0.1:6379")
+    with pytest.raises(ConnectionAbortedError):
+        ray_engine._attach(FlakyRay(failures=5), "ray://127.0.0.1:10001")

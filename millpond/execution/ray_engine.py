@@ -146,6 +146,27 @@ def _import_ray():
     return ray
 
 
+CLIENT_ATTEMPTS = 3  # Ray Client connections tried before giving up
+
+
+def _attach(ray, address: str):
+    """``ray.init(address)``. A Ray Client address (``ray://``) is tried again after a
+    short wait when the head could not start this client's server in time (it says
+    "Starting Ray client server failed" on a busy head): a passing failure, not an error
+    of the address."""
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            return ray.init(address=address, logging_level=logging.WARNING)
+        except ConnectionError as exc:  # ConnectionAbortedError: the server did not start
+            if not address.startswith("ray://") or attempt == CLIENT_ATTEMPTS:
+                raise
+            log.warning("attaching to %s failed (%s); trying again", address, exc)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            time.sleep(2.0 * attempt)
+    raise AssertionError("unreachable")
+
+
 class RayEngine(Engine):
     """Runs tasks on Ray. ``address``: an existing cluster (``host:port`` or
     ``ray://host:port``); None starts a local Ray with ``num_executors`` CPUs."""
@@ -192,7 +213,7 @@ class RayEngine(Engine):
             if not ray.is_initialized():
                 if self.address:
                     log.info("attaching to the Ray cluster at %s", self.address)
-                    context = ray.init(address=self.address, logging_level=logging.WARNING)
+                    context = _attach(ray, self.address)
                     _started_here = False
                     self.dashboard_url = _dashboard_url(context)
                 else:
