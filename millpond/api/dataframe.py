@@ -326,7 +326,6 @@ class DataFrame:
         tasks; any other keyword is an error."""
         if npartitions < 1:
             raise PlanError(f"npartitions must be >= 1, got {npartitions}")
-        resources = _node_options(user_step("repartition"), kwargs)
         keys = _names(hash_by, "hash_by")
         mode = "hash" if keys else "expr" if by else "rows" if by_rows else "files"
         label = (
@@ -337,6 +336,7 @@ class DataFrame:
             + ")"
         )
         step = user_step(label)
+        resources = _node_options(step, kwargs)
         return self._with(
             L.Repartition(
                 (self._node,),

@@ -373,8 +373,7 @@ class Planner:
         if _sql_only(fragment):
             # the key's column alone is read for its sample; then the input is read again
             # (it is SQL over files) straight into its ranges: written once, not twice
-            copy = Fragment(list(fragment.slots), list(fragment.ops), fragment.partitions)
-            copy.resources, copy.labels = fragment.resources, list(fragment.labels)
+            copy = dataclasses.replace(fragment, slots=list(fragment.slots), ops=list(fragment.ops))
             sampled = self.close(copy, "sample", sample_column=node.by[0], bucket_step=node.step)
             ranged = fragment
         else:  # Python steps run once: their output is kept, sampled, then ranged

@@ -36,7 +36,7 @@ def is_rowwise(op: Op) -> bool:
         if _TASK_PLACEHOLDERS.search(op.template):
             return False
         sql = op.template.replace("{0}", INPUT)
-        if "{" in sql and re.search(r"\{\d+\}", sql):
+        if re.search(r"\{\d+\}", sql):
             return False
         return _rowwise_sql(sql)
     return False
