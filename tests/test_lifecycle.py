@@ -106,6 +106,36 @@ def parse_html(path: str) -> _Html:
 # --------------------------------------------------------------------------- #
 
 
+def test_reports_written_behind_the_result_are_on_disk_when_the_script_exits(tmp_path):
+    """Reports are written on a thread of their own, after the result is returned: a
+    script that ends right after its jobs (no shutdown) still leaves every report whole."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        import millpond
+        from millpond.execution import report
+
+        render = report.render_html
+        def slow_render(data):  # the last reports are still being written at the end
+            time.sleep(0.05)
+            return render(data)
+
+        report.render_html = slow_render
+        sp = millpond.init(data_root={str(tmp_path / "data")!r}, job_id="quick")
+        for i in range(20):
+            assert sp.from_items([{{"x": i}}]).map("x + 1 AS y").count() == 1
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    session_dir = tmp_path / "data" / "quick"
+    jobs = sorted(p.name for p in session_dir.iterdir() if p.name.startswith("job-"))
+    assert jobs == [f"job-{i:04d}" for i in range(1, 21)]
+    for name in jobs:
+        report = json.loads((session_dir / name / "report.json").read_text())
+        assert (report["job_id"], report["status"]) == (name, "succeeded")
+        assert (session_dir / name / "report.html").read_text().rstrip().endswith("</html>")
+
+
 def test_jobs_of_a_named_session_get_numbered_directories_and_reports(make_session, tmp_path):
     session = make_session("workers", job_id="nightly")
     df = session.from_items([{"x": i, "k": i % 5} for i in range(200)], npartitions=4)

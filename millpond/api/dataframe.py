@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 import pyarrow as pa
 
 from millpond.config import parse_size
@@ -124,6 +123,8 @@ def _pickle(fn: Any, step: Step) -> bytes:
     """Ship a user function with cloudpickle now, so an unpicklable one is reported where it
     was passed rather than deep inside a worker."""
     try:
+        import cloudpickle
+
         return cloudpickle.dumps(fn)
     except Exception as exc:
         raise UnpicklableFunctionError(

@@ -17,6 +17,7 @@ from millpond.config import SessionConfig, default_data_root
 from millpond.errors import DataRootError, PlanError
 from millpond.execution.engine import Engine, LocalEngine
 from millpond.execution.job import FinalSink, Job, new_job_id, remove_intermediate
+from millpond.execution.report import flush_reports
 from millpond.execution.task import TaskResult
 from millpond.io.filesystem import partition_files, resolve_files
 from millpond.io.formats import (
@@ -90,6 +91,7 @@ class Session:
             return
         self._closed = True
         self.engine.shutdown()
+        flush_reports()  # none is being written into what is removed below
         self._cache.clear()
         if self.config.keep_intermediate or not os.path.isdir(self.session_dir):
             return

@@ -15,13 +15,17 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from millpond.execution.pool import Demand, Outcome, WorkerPool
+from millpond.execution.outcome import Demand, Outcome
 from millpond.execution.task import TaskSpec, run_task
 from millpond.execution.watch import Watch
 from millpond.execution.worker import Failure, describe_failure
+
+if TYPE_CHECKING:
+    from millpond.execution.pool import WorkerPool
 
 log = logging.getLogger("millpond.engine")
 
@@ -116,6 +120,10 @@ class LocalEngine(Engine):
     def pool(self) -> WorkerPool:
         with self._lock:
             if self._pool is None:
+                # imported on first use: inline jobs never start a pool (multiprocessing
+                # and cloudpickle cost a cold process ~40 ms)
+                from millpond.execution.pool import WorkerPool
+
                 self._pool = WorkerPool(self.num_executors, self.gpus)
             return self._pool
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import traceback
 
-import cloudpickle
-
 from millpond.config import describe_size
 from millpond.errors import (  # MemoryLimitError, UserFunctionError: raised from here
     InputReadError,
@@ -110,6 +108,8 @@ def _unpickle(data: bytes | None) -> object:
     if data is None:
         return None
     try:
+        import cloudpickle
+
         return cloudpickle.loads(data)
     except Exception:
         return None

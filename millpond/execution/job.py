@@ -43,9 +43,9 @@ from millpond.execution.inputs import (
     task_inputs,
 )
 from millpond.execution.interrupts import interruption, terminate_raises
-from millpond.execution.pool import Demand
+from millpond.execution.outcome import Demand
 from millpond.execution.progress import progress_enabled, stage_bar
-from millpond.execution.report import StageReport, TaskRecord, write_report
+from millpond.execution.report import StageReport, TaskRecord, flush_reports, write_report
 from millpond.execution.resources import TaskResources
 from millpond.execution.stage_run import StageRun, concurrency_cap
 from millpond.execution.task import TaskResult, TaskSpec
@@ -175,11 +175,14 @@ class Job:
 
     @property
     def report_path(self) -> str:
-        """The job's HTML report (``report.json`` beside it has the same data)."""
+        """The job's HTML report (``report.json`` beside it has the same data), once every
+        report asked for is written."""
+        flush_reports()
         return os.path.join(self.dir, "report.html")
 
     @property
     def report_json_path(self) -> str:
+        flush_reports()
         return os.path.join(self.dir, "report.json")
 
     # -- public ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from multiprocessing.connection import wait
 
 import cloudpickle
 
+from millpond.execution.outcome import Demand, Outcome
 from millpond.execution.watch import WATCH_INTERVAL_S, Watch, resident_bytes
 from millpond.execution.worker import Failure, worker_main
 
@@ -58,7 +59,7 @@ def _context() -> mp.context.BaseContext:
     would otherwise cost every worker its first task's half second."""
     try:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["millpond.execution.worker", "pandas"])
+        ctx.set_forkserver_preload(["millpond.execution.worker", "cloudpickle", "pandas"])
         return ctx
     except ValueError:  # pragma: no cover - platforms without forkserver
         return mp.get_context("spawn")
@@ -77,29 +78,6 @@ class _Worker:
     rss_limit: int | None = None  # bytes of resident memory the running task may reach
     deadline: float | None = None  # when the running task is out of time
     watch: Watch = field(default_factory=Watch)
-
-
-@dataclass
-class Outcome:
-    """A finished task: ``result`` on success, else ``failure``; ``pid``, ``started`` and
-    ``finished`` say where and when it ran (as the driver saw it)."""
-
-    key: object
-    result: object = None
-    failure: Failure | None = None
-    pid: int | None = None
-    started: float = 0.0
-    finished: float = 0.0
-
-
-@dataclass
-class Demand:
-    """What one task occupies while it runs: executor slots, a share of GPUs, and the
-    memory it reserves with a cluster scheduler (bytes; 0: none asked for)."""
-
-    slots: int = 1
-    gpus: float = 0.0
-    memory: int = 0
 
 
 _EPS = 1e-6

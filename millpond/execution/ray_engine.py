@@ -23,7 +23,7 @@ import duckdb
 
 from millpond.config import describe_size
 from millpond.execution.engine import Engine, LocalEngine
-from millpond.execution.pool import Demand, Outcome
+from millpond.execution.outcome import Demand, Outcome
 from millpond.execution.ray_pools import ActorPool, Flight, Usage, pool_op
 from millpond.execution.task import TaskSpec
 from millpond.execution.worker import Failure, execute, run_payload

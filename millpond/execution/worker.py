@@ -13,7 +13,6 @@ import time
 import traceback
 from dataclasses import dataclass
 
-import cloudpickle
 import duckdb
 import pyarrow as pa
 
@@ -103,6 +102,8 @@ def describe_failure(exc: BaseException) -> Failure:
 
 def _pickled(exc: BaseException) -> bytes | None:
     try:
+        import cloudpickle
+
         data = cloudpickle.dumps(exc)
         pickle.loads(data)
         return data
@@ -112,6 +113,8 @@ def _pickled(exc: BaseException) -> bytes | None:
 
 def execute(payload: bytes, con: duckdb.DuckDBPyConnection, objects: tuple = ()) -> bytes:
     """Run one pickled TaskSpec; always returns a pickled ``("ok", result)`` or ``("error", Failure)``."""
+    import cloudpickle
+
     return cloudpickle.dumps(run_payload(payload, con, objects))
 
 
@@ -121,6 +124,8 @@ def run_payload(
     """Run one pickled TaskSpec: ``("ok", TaskResult)`` or ``("error", Failure)``. ``objects``
     are the Arrow tables of the spec's :class:`ObjectPartition` inputs, by index."""
     try:
+        import cloudpickle
+
         spec: TaskSpec = cloudpickle.loads(payload)
     except Exception as exc:
         failure = Failure(

@@ -8,8 +8,6 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cloudpickle
-
 from millpond.common import GB
 from millpond.errors import PlanError, UnpicklableFunctionError
 from millpond.operators.base import Step, callable_name, user_step
@@ -138,6 +136,8 @@ class Compiled:
 
 def _pickled(obj: Any, step: Step) -> bytes:
     try:
+        import cloudpickle
+
         return cloudpickle.dumps(obj)
     except Exception as exc:
         raise UnpicklableFunctionError(

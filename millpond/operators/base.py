@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import linecache
 import os
 import sys
 import traceback
@@ -29,12 +31,18 @@ def user_step(label: str) -> Step:
     """The step ``label`` as defined by the innermost caller outside millpond."""
     frame = sys._getframe(1)
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR + os.sep) and "importlib" not in filename:
-            summary = traceback.extract_stack(frame, limit=1)[0]
-            return Step(label, f"{summary.filename}:{summary.lineno}", (summary.line or "").strip())
+        filename = frame.f_code.co_filename
+        if not _is_internal(filename):
+            line = linecache.getline(filename, frame.f_lineno, frame.f_globals)
+            return Step(label, f"{filename}:{frame.f_lineno}", line.strip())
         frame = frame.f_back
     return Step(label)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_internal(filename: str) -> bool:
+    """Whether code of ``filename`` is millpond's own (or the import machinery's)."""
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep) or "importlib" in filename
 
 
 def short_repr(value: object, limit: int = 60) -> str:

@@ -9,7 +9,6 @@ import threading
 import traceback
 from typing import Any
 
-import cloudpickle
 import duckdb
 import pyarrow as pa
 
@@ -30,6 +29,8 @@ def load_udf(payload: bytes, step: Step) -> Any:
         obj = _UDF_CACHE.get(key)
         if obj is None:
             try:
+                import cloudpickle
+
                 obj = cloudpickle.loads(payload)
             except ModuleNotFoundError as exc:
                 exc.add_note(
