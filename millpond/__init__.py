@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from millpond.api.dataframe import DataFrame, GroupedData
+from millpond.api.init import init
 from millpond.api.session import Session
 from millpond.config import SessionConfig
 from millpond.errors import (
@@ -28,85 +29,6 @@ from millpond.errors import (
 )
 
 __version__ = "0.1.0"
-
-
-def init(
-    job_id: str | None = None,
-    *,
-    data_root: str | None = None,
-    num_executors: int | None = None,
-    num_cpus: int | None = None,
-    memory_limit: int | str | None = None,
-    engine: str | None = None,
-    progress: bool | None = None,
-    ray_address: str | None = None,
-    max_retry: int | None = None,
-    shuffle_partitions: int | None = None,
-    keep_intermediate: bool | None = None,
-    fail_fast: bool | None = None,
-    inline_bytes: int | str | None = None,
-    batch_size: int | None = None,
-    pipelining: bool | None = None,
-    task_timeout: float | None = None,
-    **smallpond_options: object,
-) -> Session:
-    """Start a session on the embedded engine (no services needed).
-
-    Every setting may also come from a ``MILLPOND_<NAME>`` environment variable (e.g.
-    ``MILLPOND_DATA_ROOT``, ``MILLPOND_NUM_EXECUTORS``, ``MILLPOND_MEMORY_LIMIT=8GB``);
-    explicit arguments win. ``num_cpus`` is an alias of ``num_executors``. Stages whose input
-    is at most ``inline_bytes`` (default 32MB) run in this process instead of on workers,
-    which keeps small jobs fast; ``inline_bytes=0`` always uses the workers. Tasks that fail
-    for a system reason (a worker died, an I/O error) are retried up to ``max_retry`` times;
-    ``fail_fast=True`` turns every retry off. A GPU or actor-pool step runs in a stage of
-    its own that starts on the first partitions its upstream stage finishes while that
-    stage goes on (``pipelining=False`` runs stages one after another). A task running
-    longer than ``task_timeout`` seconds (default: no limit; a step's own ``timeout=``
-    also bounds the tasks it runs in) is stopped and retried per ``max_retry``, then fails
-    with :class:`TaskTimeoutError`. Python steps always run in worker processes, where a
-    crash or a hang cannot take this process down; a task whose worker grows past its
-    memory budget is stopped and retried with a larger one while the session's
-    ``memory_limit`` allows, then fails with ``MemoryLimitError``. With ``job_id``
-    given, the session's jobs keep deterministic directories under ``data_root/job_id``,
-    and running the same script again resumes each job from the tasks that had finished.
-    Options smallpond
-    accepts that have no meaning here (``job_time``, ``job_name``, ``bind_socket``,
-    ``platform``, ``enable_profiling``…) are accepted and ignored.
-    """
-    known_ignored = {
-        "job_time",
-        "job_name",
-        "bind_socket",
-        "platform",
-        "enable_profiling",
-        "enable_diagnostic_metrics",
-        "remove_empty_parquet",
-        "override_existing",
-        "cpu_limit",
-        "gpu_limit",
-        "ray_args",
-        "memory_allocator",
-    }
-    unknown = set(smallpond_options) - known_ignored
-    if unknown:
-        raise TypeError(f"init() got unexpected argument(s) {sorted(unknown)}")
-    config = SessionConfig.resolve(
-        data_root=data_root,
-        num_executors=num_executors if num_executors is not None else num_cpus,
-        memory_limit=memory_limit,
-        engine=engine,
-        progress=progress,
-        ray_address=ray_address,
-        max_retry=max_retry,
-        shuffle_partitions=shuffle_partitions,
-        keep_intermediate=keep_intermediate,
-        fail_fast=fail_fast,
-        inline_bytes=inline_bytes,
-        batch_size=batch_size,
-        pipelining=pipelining,
-        task_timeout=task_timeout,
-    )
-    return Session(config, session_id=job_id)
 
 
 __all__ = [

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from millpond.execution.checkpoint import Checkpoints
-from millpond.execution.task import TaskResult
+from millpond.execution.plan import PhysicalPlan, Stage
+from millpond.execution.task_run import TaskResult
 from millpond.operators.data import FilePartition, ObjectPartition, TablePartition
 from millpond.operators.sinks import SinkOutput
-from millpond.planning.physical import PhysicalPlan, Stage
 
 SESSION_ID = "nightly"
 JOB_ID = "job-0001"

@@ -9,7 +9,7 @@ import pytest
 
 import millpond.config as config
 import millpond.machine as machine
-from millpond.common import GB
+from millpond.config import GB
 
 # Real line shapes from /proc/self/mountinfo (cgroup v2 only, and a v1 host).
 V2_MOUNTINFO = """\

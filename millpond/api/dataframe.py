@@ -11,9 +11,9 @@ import pyarrow as pa
 
 from millpond.config import parse_size
 from millpond.errors import PlanError, UnpicklableFunctionError
+from millpond.execution.outputs import DatasetWrite
 from millpond.io.safety import remove_path
 from millpond.io.sqltext import quote_ident
-from millpond.io.writer import DatasetWrite
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import FilePartition, PartitionData, TablePartition
 from millpond.operators.python import BATCH_FORMATS, PythonOp
@@ -427,7 +427,9 @@ class DataFrame:
     # -- actions --------------------------------------------------------------
     def explain(self) -> str:
         """The logical plan, the optimized plan, and the stages and tasks it runs as."""
-        return explain_text(self.session, self._node)
+        session, node = self.session, self._node
+        plan = session.physical_plan(node)
+        return explain_text(node, session.optimized(node), plan, session.engine)
 
     def count(self) -> int:
         """Number of rows."""

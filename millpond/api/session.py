@@ -17,8 +17,9 @@ from millpond.config import SessionConfig, default_data_root
 from millpond.errors import DataRootError, PlanError
 from millpond.execution.engine import Engine, LocalEngine
 from millpond.execution.job import FinalSink, Job, new_job_id, remove_intermediate
+from millpond.execution.plan import PhysicalPlan
 from millpond.execution.report import flush_reports
-from millpond.execution.task import TaskResult
+from millpond.execution.task_run import TaskResult
 from millpond.io.filesystem import partition_files, resolve_files
 from millpond.io.formats import (
     READ_EXTENSIONS,
@@ -33,7 +34,6 @@ from millpond.operators.base import user_step
 from millpond.operators.sql import SqlOp
 from millpond.planning import logical as L
 from millpond.planning.optimizer import optimize_all
-from millpond.planning.physical import PhysicalPlan
 from millpond.planning.planner import Planner
 
 if TYPE_CHECKING:

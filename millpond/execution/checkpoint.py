@@ -23,7 +23,8 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from millpond.execution.task import TaskResult
+from millpond.execution.plan import PhysicalPlan, Stage, StageSlot
+from millpond.execution.task_run import TaskResult
 from millpond.io.commit import STAGING_MARK
 from millpond.io.safety import remove_path
 from millpond.operators.base import Step
@@ -35,7 +36,6 @@ from millpond.operators.data import (
     TablePartition,
 )
 from millpond.operators.sinks import Sink, SinkOutput, WriteSink
-from millpond.planning.physical import PhysicalPlan, Stage, StageSlot
 
 log = logging.getLogger("millpond.job")
 

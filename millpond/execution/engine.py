@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from millpond.execution.outcome import Demand, Outcome
-from millpond.execution.task import TaskSpec, run_task
+from millpond.execution.task_run import TaskSpec, run_task
 from millpond.execution.watch import Watch
 from millpond.execution.worker import Failure, describe_failure
 

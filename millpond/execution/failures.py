@@ -14,9 +14,9 @@ from millpond.errors import (  # MemoryLimitError, UserFunctionError: raised fro
     TaskTimeoutError,
     UserFunctionError,
 )
-from millpond.execution.task import TaskSpec
+from millpond.execution.plan import Stage
+from millpond.execution.task_run import TaskSpec
 from millpond.execution.worker import Failure
-from millpond.planning.physical import Stage
 
 MAX_QUERY_IN_ERROR = 4000
 

@@ -8,9 +8,10 @@ import math
 
 import pyarrow as pa
 
-from millpond.common import MB
+from millpond.config import MB
 from millpond.errors import PlanError, SchemaMismatchError
-from millpond.execution.task import TaskResult
+from millpond.execution.plan import SourceSlot, Stage, StageSlot
+from millpond.execution.task_run import TaskResult
 from millpond.operators.data import (
     DataInput,
     FilePartition,
@@ -20,7 +21,6 @@ from millpond.operators.data import (
     TablePartition,
     merge_inputs,
 )
-from millpond.planning.physical import SourceSlot, Stage, StageSlot
 
 COALESCE_TARGET_BYTES = 64 * MB
 

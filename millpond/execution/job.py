@@ -16,8 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from millpond.common import MB
-from millpond.config import SessionConfig, describe_size
+from millpond.config import MB, SessionConfig, describe_size
 from millpond.errors import JobInterrupted
 from millpond.execution.checkpoint import (
     Checkpoints,
@@ -44,11 +43,12 @@ from millpond.execution.inputs import (
 )
 from millpond.execution.interrupts import interruption, terminate_raises
 from millpond.execution.outcome import Demand
+from millpond.execution.plan import PhysicalPlan, SourceSlot, Stage
 from millpond.execution.progress import progress_enabled, stage_bar
 from millpond.execution.report import StageReport, TaskRecord, flush_reports, write_report
 from millpond.execution.resources import TaskResources
 from millpond.execution.stage_run import StageRun, concurrency_cap
-from millpond.execution.task import TaskResult, TaskSpec
+from millpond.execution.task_run import TaskResult, TaskSpec
 from millpond.execution.worker import Failure
 from millpond.io.safety import is_within, remove_path
 from millpond.operators.base import Step
@@ -61,8 +61,6 @@ from millpond.operators.sinks import (
     Sink,
     WriteSink,
 )
-from millpond.planning.physical import PhysicalPlan, SourceSlot, Stage
-from millpond.planning.rowwise import is_rowwise
 
 __all__ = [
     "RANGE_TARGET_BYTES",
@@ -371,7 +369,7 @@ class Job:
                 return False
         elif stage.sink_kind != "buckets":
             return False
-        return all(is_rowwise(op) for op in stage.ops)
+        return stage.rowwise
 
     def _begin_pipelined(self, stage: Stage, producer: StageRun) -> StageRun:
         """``stage`` runs beside ``producer`` on the workers: task i as soon as the

@@ -25,7 +25,7 @@ from millpond.config import describe_size
 from millpond.execution.engine import Engine, LocalEngine
 from millpond.execution.outcome import Demand, Outcome
 from millpond.execution.ray_pools import ActorPool, Flight, Usage, pool_op
-from millpond.execution.task import TaskSpec
+from millpond.execution.task_run import TaskSpec
 from millpond.execution.worker import Failure, execute, run_payload
 from millpond.io.filesystem import is_local
 from millpond.io.safety import remove_path

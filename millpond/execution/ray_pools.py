@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from millpond.execution.outcome import Demand
-from millpond.execution.task import TaskSpec
+from millpond.execution.task_run import TaskSpec
 
 if TYPE_CHECKING:
     from millpond.execution.ray_engine import RayEngine

@@ -17,7 +17,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from millpond.config import describe_size
-from millpond.planning.physical import SourceSlot, Stage, StageSlot
+from millpond.execution.plan import SourceSlot, Stage, StageSlot
 
 if TYPE_CHECKING:
     from millpond.execution.job import Job

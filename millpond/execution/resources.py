@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from millpond.config import SessionConfig, describe_size
 from millpond.execution.engine import Engine
 from millpond.execution.failures import describe_node
-from millpond.planning.physical import Stage
+from millpond.execution.plan import Stage
 
 log = logging.getLogger("millpond.job")
 

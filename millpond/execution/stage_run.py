@@ -8,10 +8,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from millpond.execution.plan import Stage
 from millpond.execution.report import StageReport
-from millpond.execution.task import TaskResult, TaskSpec
+from millpond.execution.task_run import TaskResult, TaskSpec
 from millpond.operators.data import ObjectPartition, PartitionInput
-from millpond.planning.physical import Stage
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from millpond.common import MB
+from millpond.config import MB
 
 #: how often running tasks are checked against their limits (seconds)
 WATCH_INTERVAL_S = 0.05

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from millpond.errors import InputReadError
-from millpond.execution.task import TaskSpec, run_task
+from millpond.execution.task_run import TaskSpec, run_task
 from millpond.operators.base import QueryFailure, Step, UserCodeFailure
 from millpond.operators.data import DataInput, ObjectPartition, TablePartition
 

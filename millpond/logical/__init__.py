@@ -1,2 +1,1 @@
-"""smallpond's low-level API (``smallpond.logical``): datasets and nodes that compile to
-millpond's own logical plan, so both APIs share one planner and one engine."""
+"""smallpond's ``smallpond.logical`` path: re-exports :mod:`millpond.compat.logical`."""

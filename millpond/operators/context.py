@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import threading
 import traceback
 from typing import Any
@@ -134,3 +135,45 @@ class TaskContext:
                     pass
         self._keep_alive.clear()
         self._views.clear()
+
+
+class RuntimeContext(TaskContext):
+    """The runtime context user code sees (smallpond's ``RuntimeContext``): the task's
+    identity, its resource budget and a private working directory."""
+
+    spec: Any  # the task's TaskSpec (millpond.execution.task_run)
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.spec.job_id}-s{self.spec.stage_id}-t{self.spec.index}"
+
+    @property
+    def partition_index(self) -> int:
+        return self.spec.index
+
+    @property
+    def attempt(self) -> int:
+        return self.spec.attempt
+
+    @property
+    def usable_cpu_count(self) -> int:
+        return max(1, int(self.spec.threads))
+
+    @property
+    def usable_memory_size(self) -> int:
+        return self.spec.memory_limit
+
+    @property
+    def job_dir(self) -> str:
+        return os.path.join(os.path.dirname(self.spec.temp_dir), self.spec.job_id)
+
+    @property
+    def work_dir(self) -> str:
+        """A directory of this task attempt's own (created on first use)."""
+        path = os.path.join(
+            self.job_dir,
+            f"stage-{self.spec.stage_id}",
+            f"work-{self.spec.index:05d}-a{self.spec.attempt}",
+        )
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from millpond.config import describe_size
+from millpond.execution.plan import PhysicalPlan, SourceSlot, Stage
 from millpond.operators.data import DataInput, ScanInput
 from millpond.planning.logical import LogicalNode, render_tree
-from millpond.planning.physical import SourceSlot, Stage
 
 if TYPE_CHECKING:
-    from millpond.api.session import Session
+    from millpond.execution.engine import Engine
 
 _PARQUET_FOOTERS_READ = 64
 
@@ -80,9 +80,11 @@ def _stage_lines(stage: Stage) -> list[str]:
     return lines
 
 
-def explain_text(session: Session, node: LogicalNode) -> str:
-    optimized = session.optimized(node)
-    plan = session.physical_plan(node)
+def explain_text(
+    node: LogicalNode, optimized: LogicalNode, plan: PhysicalPlan, engine: Engine
+) -> str:
+    """The three plans of a query, as ``explain()`` prints them: ``node`` as the user built
+    it, ``optimized`` by the optimizer, and ``plan``, the stages ``engine`` would run."""
     parts = [
         "== Logical plan ==",
         render_tree(node),
@@ -90,8 +92,8 @@ def explain_text(session: Session, node: LogicalNode) -> str:
         "== Optimized logical plan ==",
         render_tree(optimized),
         "",
-        f"== Physical plan: {len(plan.stages)} stage(s) on the {session.engine.name} engine "
-        f"({session.engine.parallelism} executors) ==",
+        f"== Physical plan: {len(plan.stages)} stage(s) on the {engine.name} engine "
+        f"({engine.parallelism} executors) ==",
     ]
     for stage in plan.stages:
         parts.extend(_stage_lines(stage))

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from millpond.errors import PlanError, SchemaMismatchError
+from millpond.execution.plan import PhysicalPlan, Slot, SourceSlot, Stage, StageSlot
 from millpond.io.sqltext import ident_list, quote_ident
 from millpond.operators.base import Op, Step
 from millpond.operators.data import DataInput, ScanInput, TablePartition, merge_inputs
@@ -17,7 +18,6 @@ from millpond.operators.shuffle import (
 )
 from millpond.operators.sql import JoinOp, LimitOp, SortOp, SqlOp
 from millpond.planning import logical as L
-from millpond.planning.physical import PhysicalPlan, Slot, SourceSlot, Stage, StageSlot
 from millpond.planning.rowwise import is_rowwise
 
 #: a partial distinct before a shuffle is left out when at least this share of a sample of
@@ -94,6 +94,7 @@ class Planner:
             memory_limit=resources.memory,
             node_label=" → ".join(fragment.labels),
             notes=list(fragment.notes),
+            rowwise=all(is_rowwise(op) for op in fragment.ops),
             **options,
         )
         self.plan.stages.append(stage)

@@ -109,7 +109,7 @@ class NodeProcessOp(Op):
     def _script(self, ctx, node, inputs: list[str]) -> str:
         """PythonScriptNode: the inputs as Parquet datasets, an output directory; whatever
         Parquet files the script writes there are the partition's output."""
-        from millpond.logical.dataset import ParquetDataSet
+        from millpond.compat.logical.dataset import ParquetDataSet
 
         work = ctx.work_dir
         datasets = []

@@ -1,0 +1,235 @@
+"""One task: read its input partitions, run its operators, write through its sink. The same
+function runs in a worker process or inline in the driver."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from millpond.errors import InputReadError
+from millpond.io.filesystem import filesystem_for, is_local
+from millpond.io.sqltext import literal_path, quote_ident, quote_string
+from millpond.operators.base import Op, QueryFailure, Step, UserCodeFailure
+from millpond.operators.context import RuntimeContext, TaskContext
+from millpond.operators.data import (
+    FilePartition,
+    PartitionInput,
+    ScanInput,
+    TablePartition,
+    parquet_files_sql,
+    scan_sql,
+)
+from millpond.operators.sinks import Sink, SinkOutput
+from millpond.operators.sql import first_unbindable
+
+
+@dataclass
+class TaskSpec:
+    """Everything a worker needs to run one task; pickled with cloudpickle."""
+
+    job_id: str
+    stage_id: int
+    index: int
+    stage_label: str
+    slots: list[PartitionInput]
+    ops: list[Op]
+    sink: Sink
+    memory_limit: int
+    temp_dir: str
+    batch_size: int
+    threads: int = 1
+    attempt: int = 0
+    sink_step: Step = field(default_factory=lambda: Step("output"))
+    executor_slots: int = 1  # executor slots it occupies while it runs (cpu, memory)
+    gpus: float = 0.0  # GPUs it occupies (a fraction shares a device)
+    #: bytes reserved with a cluster's scheduler (Ray's ``memory``): the stage's own
+    #: memory_limit, or a retry's larger budget; 0 for the session's default share
+    memory_request: int = 0
+    #: seconds the task may run before it is stopped (None: no limit), and who set it
+    timeout: float | None = None
+    timeout_origin: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"stage {self.stage_id} task {self.index}"
+
+
+@dataclass
+class TaskResult:
+    stage_id: int
+    index: int
+    output: SinkOutput
+    started: float
+    finished: float
+    pid: int
+    attempt: int = 0
+
+
+def _register_filesystems(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """Serve fsspec URLs (``memory://``, ``s3://``…) to DuckDB through fsspec."""
+    for path in paths:
+        if is_local(path):
+            continue
+        fs = filesystem_for(path)
+        names = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+        if not any(con.filesystem_is_registered(name) for name in names):
+            con.register_filesystem(fs)
+
+
+def _slot_sql(ctx: TaskContext, slot: PartitionInput) -> str:
+    if isinstance(slot, ScanInput):
+        _register_filesystems(ctx.con, slot.files)
+        return scan_sql(slot)
+    parts: list[str] = []
+    files = [f for piece in slot.pieces if isinstance(piece, FilePartition) for f in piece.files]
+    tables = [piece.table for piece in slot.pieces if isinstance(piece, TablePartition)]
+    if slot.row_ranges is not None:
+        for path, (start, stop) in zip(files, slot.row_ranges):
+            parts.append(
+                f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({quote_string(literal_path(path))}, file_row_number = true, hive_partitioning = false) "
+                f"WHERE file_row_number >= {start} AND file_row_number < {stop}"
+            )
+    elif files:
+        parts.append(parquet_files_sql(files))
+    if tables:
+        table = (
+            tables[0]
+            if len(tables) == 1
+            else pa.concat_tables(tables, promote_options="permissive")
+        )
+        parts.append(f"SELECT * FROM {ctx.register(table)}")
+    if not parts:
+        schema = slot.schema if slot.schema is not None else pa.schema([])
+        parts.append(f"SELECT * FROM {ctx.register(schema.empty_table())}")
+    sql = parts[0] if len(parts) == 1 else " UNION ALL BY NAME ".join(f"({p})" for p in parts)
+    if slot.columns is not None:
+        sql = f"SELECT {', '.join(quote_ident(c) for c in slot.columns)} FROM ({sql})"
+    return sql
+
+
+#: what :func:`configure` last set on each connection (a worker's, or the driver's inline
+#: one): the next task with the same budget sets nothing (three statements saved)
+_configured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def configure(con: duckdb.DuckDBPyConnection, spec: TaskSpec) -> None:
+    """Give DuckDB the task's budget: threads, memory, and a spill directory."""
+    budget = (max(1, int(spec.threads)), max(16, spec.memory_limit // (1024 * 1024)), spec.temp_dir)
+    if _configured.get(con) == budget:
+        return
+    _configured.pop(con, None)
+    threads, memory_mb, _ = budget
+    os.makedirs(spec.temp_dir, mode=0o700, exist_ok=True)
+    con.execute(f"SET threads = {threads}")
+    con.execute(f"SET memory_limit = '{memory_mb}MB'")
+    # DuckDB refuses to SET temp_directory again (even to the same value) once it has
+    # spilled there, so a connection keeps one spill directory: the session's.
+    current = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+    if current != spec.temp_dir:
+        con.execute(f"SET temp_directory = {quote_string(spec.temp_dir)}")
+    _configured[con] = budget
+
+
+def run_task(
+    spec: TaskSpec,
+    con: duckdb.DuckDBPyConnection,
+    interruptible: list[duckdb.DuckDBPyConnection] | None = None,
+) -> TaskResult:
+    """Run ``spec`` on a connection; raises QueryFailure / UserCodeFailure / InputReadError for
+    problems with the user's query, code or input, anything else for system failures.
+    ``interruptible`` collects the cursors the task queries on, for a caller that may
+    have to interrupt it (DuckDB interrupts a cursor, not the cursors of a connection)."""
+    started = time.time()
+    configure(con, spec)
+    cursor = con.cursor()
+    ctx = RuntimeContext(
+        cursor,
+        stage_id=spec.stage_id,
+        task_index=spec.index,
+        batch_size=spec.batch_size,
+        interruptible=interruptible,
+    )
+    ctx.user_failures = []  # type: ignore[attr-defined]
+    ctx.spec = spec
+    pushed = [s for slot in spec.slots if isinstance(slot, ScanInput) for s in slot.steps]
+    steps = pushed + [op.step for op in spec.ops]
+    rel = ""
+    running = steps[0] if steps else spec.sink_step  # named in an error that is the user's
+    try:
+        try:
+            ctx.slot_sql = [_slot_sql(ctx, slot) for slot in spec.slots]
+            rel = ctx.slot_sql[0]
+            for op in spec.ops:
+                running = op.step
+                rel = op.apply(ctx, rel)
+            schema = ctx.schema(rel) if spec.sink.needs_schema else None
+            running = spec.sink_step
+            output = spec.sink.write(ctx, rel, schema)
+        except duckdb.Error as exc:
+            if ctx.user_failures:  # type: ignore[attr-defined]
+                raise ctx.user_failures[0] from None  # type: ignore[attr-defined]
+            bad_input = _find_bad_input(spec, exc)
+            if bad_input is not None:
+                raise bad_input from None
+            if isinstance(exc, (duckdb.IOException, duckdb.OutOfMemoryException)):
+                raise  # the machine's problem, not the query's: retried by the driver
+            culprit = first_unbindable(ctx)
+            if culprit is not None:
+                raise culprit from None
+            raise QueryFailure(
+                str(exc), rel, steps + [spec.sink_step], type(exc).__name__
+            ) from None
+        except (pa.ArrowException, OSError) as exc:
+            if ctx.user_failures:  # type: ignore[attr-defined] # a user function failed upstream
+                raise ctx.user_failures[0] from None  # type: ignore[attr-defined]
+            bad_input = _find_bad_input(spec, exc)
+            if bad_input is not None:
+                raise bad_input from None
+            raise
+    except (UserCodeFailure, QueryFailure):
+        raise
+    except Exception as exc:
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.millpond_step = running  # type: ignore[attr-defined]
+        raise
+    finally:
+        if any(getattr(op, "setup", None) for op in spec.ops):
+            _configured.pop(con, None)  # the user's statements may have changed settings
+        ctx.close()
+        cursor.close()
+    return TaskResult(
+        spec.stage_id, spec.index, output, started, time.time(), os.getpid(), spec.attempt
+    )
+
+
+def _find_bad_input(spec: TaskSpec, exc: BaseException) -> InputReadError | None:
+    """Name the input file behind a read failure (corrupt, truncated, unreadable)."""
+    import pyarrow.parquet as pq
+
+    message = str(exc)
+    scans = [s for s in spec.slots if isinstance(s, ScanInput)]
+    for scan in scans:
+        for path in scan.files:
+            if path in message or literal_path(path) in message:
+                return InputReadError(
+                    f"cannot read input file {path!r} ({scan.format.name}): {message}"
+                )
+    for scan in scans:
+        if scan.format.name != "parquet":
+            continue
+        for path in scan.files:
+            if "://" in path:
+                continue
+            try:
+                pq.read_metadata(path)
+            except Exception as probe:
+                return InputReadError(
+                    f"cannot read input file {path!r} (parquet): {probe}; DuckDB said: {message}"
+                )
+    return None
