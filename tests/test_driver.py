@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_frames_equal
 
+from millpond.errors import PlanError
 from millpond.execution.driver import Driver, ExecutionResult
 from millpond.logical.dataset import ParquetDataSet
 from millpond.logical.node import (
@@ -460,10 +461,44 @@ def test_main_script_classes_and_functions_ship_to_workers(tmp_path, glob, full_
     assert main_pid not in set(df["pid"]), "the __main__ class ran in worker processes"
 
 
-def test_failing_script_exits_nonzero(tmp_path, glob):
-    done = _run_script(
-        tmp_path, "scheduler", "-i", glob, "--fail", "--data_root", str(tmp_path / "root")
-    )
-    assert done.returncode != 0
+def test_failing_script_exits_with_status_1_and_one_line(tmp_path, glob):
+    """As smallpond documents: exit status 1; the console gets one line naming the error,
+    the whole traceback goes to the log file that line names."""
+    root = tmp_path / "root"
+    done = _run_script(tmp_path, "scheduler", "-i", glob, "--fail", "--data_root", str(root))
+    assert done.returncode == 1
     assert "unreachable" not in done.stdout
-    assert "no_such_column" in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("millpond:")]
+    assert len(lines) == 1, done.stderr
+    assert "no_such_column" in lines[0]
+    assert "Traceback" not in done.stderr
+    log_path = root / "driver-error.log"
+    assert f"(details: {log_path})" in lines[0]
+    logged = log_path.read_text()
+    assert "Traceback" in logged and "no_such_column" in logged
+
+
+def test_executor_mode_is_refused_with_the_mode_to_use(tmp_path, glob):
+    driver = Driver()
+    driver.parse_arguments(["executor", "--data_root", str(tmp_path / "root")])
+    with pytest.raises(PlanError, match="run the script with 'scheduler'"):
+        driver.run(_named_plan(glob), stop_process_on_done=False)
+
+
+def test_a_named_root_lists_its_files_in_final_results_manifest(tmp_path, glob, full_table):
+    """smallpond: when the plan's root has an output_name, <output_path>/FinalResults/
+    holds a .MANIFEST.txt of that output's files."""
+    out = tmp_path / "out"
+    ctx = Context()
+    node = DataSetPartitionNode(ctx, (DataSourceNode(ctx, ParquetDataSet([glob])),), npartitions=3)
+    root = SqlEngineNode(ctx, (node,), "SELECT id FROM {0} WHERE id % 2 = 0", output_name="evens")
+    driver = Driver()
+    driver.parse_arguments(
+        ["scheduler", "--data_root", str(tmp_path / "root"), "--output_path", str(out)]
+    )
+    result = driver.run(LogicalPlan(ctx, root), stop_process_on_done=False)
+    listed = (out / "FinalResults" / ".MANIFEST.txt").read_text().splitlines()
+    assert listed == sorted(result.final_output.resolved_paths)
+    assert listed and all(p.startswith(str(out / "evens") + os.sep) for p in listed)
+    ids = pa.concat_tables([pq.read_table(p) for p in listed]).column("id").to_pylist()
+    assert sorted(ids) == list(range(0, NROWS, 2))

@@ -436,19 +436,22 @@ class DataFrame:
         cached = self.session._cache.get(self._node.id)
         if cached is not None and all(p.rows >= 0 for p in cached.partitions):
             return sum(p.rows for p in cached.partitions)
-        job, results = self.session.run(self._node, lambda i, inline: CountSink(), "count")
-        job.cleanup()
+        (results,) = self.session.execute([self._node], [lambda i, inline: CountSink()], "count")
         return sum(r.output.rows for r in results)
 
-    def _collect_parts(self, description: str) -> tuple[list[PartitionData], pa.Schema | None, Any]:
+    def _collect_parts(
+        self, description: str
+    ) -> tuple[list[PartitionData], pa.Schema | None, bool]:
+        """The result's partitions and schema; True when they were computed for this call
+        (their files are the caller's to remove), False when they are the kept result."""
         if self._node.id in self.session._cache:
             cached = self.session._cache[self._node.id]
-            return cached.partitions, cached.schema, None
-        job = self.session.job(self._node, self._final_materialize(None), description)
-        results = job.run()
+            return cached.partitions, cached.schema, False
+        sink = self._final_materialize(None)
+        (results,) = self.session.execute([self._node], [sink], description)
         parts = [r.output.partition for r in results]
         schema = next((r.output.schema for r in results if r.output.schema is not None), None)
-        return parts, schema, job
+        return parts, schema, True
 
     def _final_materialize(self, directory: str | None):
         """Final sink keeping each partition: in memory when inline, else a file — Parquet
@@ -469,12 +472,11 @@ class DataFrame:
 
     def to_arrow(self) -> pa.Table:
         """The whole result as one Arrow table."""
-        parts, schema, job = self._collect_parts("to_arrow")
+        parts, schema, computed = self._collect_parts("to_arrow")
         try:
             tables = [_read_partition(p) for p in parts]
         finally:
-            if job is not None:
-                job.cleanup()
+            if computed:
                 _remove_result_files(parts, self.session)
         tables = [t for t in tables if t.num_columns or t.num_rows]
         if not tables:
@@ -503,14 +505,12 @@ class DataFrame:
             for part in self.session._cache[self._node.id].partitions:
                 yield from _batches(part, size, batch_format)
             return
-        job = self.session.job(self._node, self._final_materialize(None), "iter_batches")
-        try:
-            for result in job.stream():
-                part = result.output.partition
-                yield from _batches(part, size, batch_format)
-                _remove_result_files([part], self.session)
-        finally:
-            job.cleanup()
+        for result in self.session.stream(
+            self._node, self._final_materialize(None), "iter_batches"
+        ):
+            part = result.output.partition
+            yield from _batches(part, size, batch_format)
+            _remove_result_files([part], self.session)
 
     def compute(self) -> DataFrame:
         """Run the plan now and keep the result, so later actions reuse it instead of
@@ -524,8 +524,8 @@ class DataFrame:
         if self._node.id in self.session._cache:
             return self
         directory = os.path.join(self.session.session_dir, "cache", f"node-{self._node.id}")
-        job, results = self.session.run(self._node, self._final_materialize(directory), "compute")
-        job.cleanup()
+        sink = self._final_materialize(directory)
+        (results,) = self.session.execute([self._node], [sink], "compute")
         schema = next((r.output.schema for r in results if r.output.schema is not None), None)
         node = L.Materialized(
             (), self._node.step, partitions=[r.output.partition for r in results], schema=schema
@@ -578,21 +578,7 @@ class DataFrame:
         self, fmt: str, path: str, partition_by: str | Sequence[str] | None, mode: str
     ) -> None:
         write = DatasetWrite(path, fmt, mode, _names(partition_by, "partition_by"))
-        write.file_bytes = self.session.config.target_partition_bytes
-        job = self.session.job(self._node, write.sink, f"write_{fmt}")
-        write.inputs = job.plan.input_files() + [self.session.config.data_root]
-        if not write.wanted():
-            return
-        write.job_id = job.unique_id
-        try:
-            write.prepare()
-            job.run()
-            write.commit()
-        except BaseException:
-            write.abort()
-            raise
-        finally:
-            job.cleanup()
+        self.session.execute([self._node], [write], f"write_{fmt}")
 
 
 class GroupedData:

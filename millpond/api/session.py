@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -17,6 +17,7 @@ from millpond.config import SessionConfig, default_data_root
 from millpond.errors import DataRootError, PlanError
 from millpond.execution.engine import Engine, LocalEngine
 from millpond.execution.job import FinalSink, Job, new_job_id, remove_intermediate
+from millpond.execution.outputs import DatasetWrite
 from millpond.execution.plan import PhysicalPlan
 from millpond.execution.report import flush_reports
 from millpond.execution.task_run import TaskResult
@@ -313,21 +314,73 @@ class Session:
         )
         return planner.build(*optimize_all(self._with_cache(*nodes)))
 
-    def run(
-        self, node: L.LogicalNode, final_sink: FinalSink, description: str
-    ) -> tuple[Job, list[TaskResult]]:
-        """Plan and run ``node``; returns the job and the final stage's results. The caller
-        reads what it needs, then calls ``job.cleanup()``."""
-        job = self.job(node, final_sink, description)
+    def execute(
+        self,
+        nodes: Sequence[L.LogicalNode],
+        outputs: Sequence[FinalSink | DatasetWrite],
+        description: str,
+    ) -> list[list[TaskResult]]:
+        """The one way a plan runs, for DataFrame actions and smallpond's Driver alike:
+        ``nodes`` are optimised and planned as one job, node i computed into output i,
+        either a sink factory (its tasks' results are returned, in node order) or a
+        :class:`DatasetWrite` (refused before any work when its overwrite is unsafe;
+        staged while the job runs; committed only once the whole job has succeeded, else
+        aborted, so an output appears complete or not at all). The job's intermediate
+        files are removed at the end. Returns ``[]`` without running when every output is
+        a write its mode skips (``mode="ignore"`` of an existing output)."""
+        job = self._prepared_job(nodes, outputs, description)
+        if job is None:
+            return []
+        writes = [o for o in outputs if isinstance(o, DatasetWrite)]
         try:
-            return job, job.run()
+            for write in writes:
+                write.prepare()
+            job.run()
+            for write in writes:
+                write.commit()
+            return job.output_results()
         except BaseException:
-            job.cleanup()
+            for write in writes:
+                write.abort()
             raise
+        finally:
+            job.cleanup()
 
-    def job(self, node: L.LogicalNode, final_sink: FinalSink, description: str) -> Job:
-        self._check_open()
-        return self.new_job(self.physical_plan(node), final_sink, description)
+    def stream(
+        self, node: L.LogicalNode, sink: FinalSink, description: str
+    ) -> Iterator[TaskResult]:
+        """:meth:`execute` for one node into a sink factory, yielding its tasks' results in
+        partition order as each is ready (the job is cleaned up when the stream ends)."""
+        job = self._prepared_job([node], [sink], description)
+        assert job is not None
+        try:
+            yield from job.stream()
+        finally:
+            job.cleanup()
+
+    def _prepared_job(
+        self,
+        nodes: Sequence[L.LogicalNode],
+        outputs: Sequence[FinalSink | DatasetWrite],
+        description: str,
+    ) -> Job | None:
+        """The job computing ``nodes`` into ``outputs``, its writes checked against what
+        the job reads (an overwrite never replaces an input or the data_root)."""
+        plan = self.physical_plan(*nodes)
+        sinks = [o.sink if isinstance(o, DatasetWrite) else o for o in outputs]
+        job = self.new_job(plan, sinks, description)
+        writes = [o for o in outputs if isinstance(o, DatasetWrite)]
+        inputs = plan.input_files() + [self.config.data_root]
+        for write in writes:
+            write.inputs = inputs
+            write.job_id = job.unique_id
+            write.file_bytes = self.config.target_partition_bytes
+        wanted = [write.wanted() for write in writes]  # raises for an unsafe destination
+        if writes and len(writes) == len(outputs) and not any(wanted):
+            return None
+        if not all(wanted):
+            raise PlanError(f"{description}: mode='ignore' skips a write only when it is alone")
+        return job
 
     def new_job(
         self,

@@ -19,6 +19,7 @@ from millpond.api.init import init
 from millpond.api.session import Session
 from millpond.compat.logical.dataset import ParquetDataSet
 from millpond.compat.logical.node import DataSinkNode, LogicalPlan, Node, RootNode, compile_plan
+from millpond.config import default_data_root
 from millpond.errors import PlanError
 from millpond.execution.outputs import DatasetWrite
 
@@ -179,11 +180,19 @@ class Driver:
         _configure_logging(options)
         try:
             result = run_plan(plan, options)
-        except Exception:
+        except Exception as exc:
             if not stop_process_on_done:
                 raise
-            log.exception("the job failed")
-            sys.exit(os.EX_SOFTWARE if hasattr(os, "EX_SOFTWARE") else 1)
+            # the whole traceback goes to the log file; the console gets one line
+            log.debug("the job failed", exc_info=True)
+            where = _log_failure(exc, options)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            print(
+                f"millpond: the job failed: {type(exc).__name__}: {first}"
+                + (f" (details: {where})" if where else ""),
+                file=sys.stderr,
+            )
+            sys.exit(1)
         if stop_process_on_done:
             sys.exit(0)
         return result
@@ -198,7 +207,29 @@ def _configure_logging(options: argparse.Namespace) -> None:
     )
 
 
+def _log_failure(exc: BaseException, options: argparse.Namespace) -> str | None:
+    """Write the failure's whole traceback into ``driver-error.log`` under the data_root
+    (beside the jobs' reports); returns its path (None when it cannot be written)."""
+    import traceback
+
+    root = options.data_root or os.environ.get("MILLPOND_DATA_ROOT") or default_data_root()
+    path = os.path.join(os.path.abspath(root), "driver-error.log")
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(traceback.format_exception(exc)) + "\n")
+    except OSError:
+        return None
+    return path
+
+
 def _session(options: argparse.Namespace) -> Session:
+    if options.mode == "executor":
+        raise PlanError(
+            "mode 'executor' starts a smallpond executor that takes tasks from a separate "
+            "scheduler process; millpond's embedded engine starts its own workers: run the "
+            "script with 'scheduler' (or 'ray' on a Ray cluster)"
+        )
     ray = options.mode == "ray"
     return init(
         engine="ray" if ray else None,
@@ -235,7 +266,7 @@ def run_plan(plan: LogicalPlan, options: argparse.Namespace) -> ExecutionResult:
         targets: list[tuple[Node, str | None]] = [(n, None) for n in roots] + [
             (n, n.output_name) for n in named
         ]
-        nodes, sinks, writes = [], [], []
+        nodes, writes = [], []
         final = os.path.join(output_root, "FinalResults")
         plain = [n for n in roots if not isinstance(n, DataSinkNode) and not n.output_name]
         for node, name in targets:
@@ -245,35 +276,19 @@ def run_plan(plan: LogicalPlan, options: argparse.Namespace) -> ExecutionResult:
                 path = os.path.join(node.output_path or output_root, name or node.output_name)
             else:  # several unnamed roots (a RootNode) each get a directory of FinalResults
                 path = final if len(plain) == 1 else os.path.join(final, repr(node))
-            write = DatasetWrite(path, "parquet", mode="overwrite")
-            writes.append((node, name, write))
+            writes.append((node, name, DatasetWrite(path, "parquet", mode="overwrite")))
             nodes.append(compiled[node.id].node)
-            sinks.append(write.sink)
-        job = session.new_job(
-            session.physical_plan(*nodes), sinks, f"LogicalPlan {plan.root_node!r}"
-        )
-        inputs = job.plan.input_files() + [session.config.data_root]
-        for _node, _name, write in writes:
-            write.job_id = job.unique_id
-            write.inputs = inputs
-            write.wanted()  # refuse an unsafe overwrite before any work
-        try:
-            for _node, _name, write in writes:
-                write.prepare()
-            job.run()
-            outputs = {}
-            for node, name, write in writes:
-                files = write.commit()
-                if isinstance(node, DataSinkNode) and node.type == "manifest":
-                    with open(os.path.join(write.path, ".MANIFEST.txt"), "w") as f:
-                        f.write("".join(p + "\n" for p in files))
-                outputs[(node.id, name)] = ParquetDataSet(files) if files else ParquetDataSet([])
-        except BaseException:
-            for _node, _name, write in writes:
-                write.abort()
-            raise
-        finally:
-            job.cleanup()
+        description = f"LogicalPlan {plan.root_node!r}"
+        session.execute(nodes, [write for _n, _name, write in writes], description)
+        job = session.last_job
+        outputs = {}
+        for node, name, write in writes:
+            if isinstance(node, DataSinkNode) and node.type == "manifest":
+                _write_manifest(write.path, write.files)
+            outputs[(node.id, name)] = ParquetDataSet(write.files)
+        if not plain and len(roots) == 1 and roots[0].output_name:
+            # as smallpond: FinalResults lists the files of the root's named output
+            _write_manifest(final, outputs[(roots[0].id, None)].paths)
         if len(roots) == 1:
             final, final_output = writes[0][2].path, outputs[(roots[0].id, None)]
         else:  # a RootNode: the results of all its inputs
@@ -291,6 +306,15 @@ def run_plan(plan: LogicalPlan, options: argparse.Namespace) -> ExecutionResult:
         )
     finally:
         session.shutdown()
+
+
+def _write_manifest(directory: str, files: list[str]) -> None:
+    """smallpond's ``.MANIFEST.txt``: the paths of a result's files, one per line."""
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".MANIFEST.txt.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(path + "\n" for path in files))
+    os.replace(tmp, os.path.join(directory, ".MANIFEST.txt"))
 
 
 __all__ = ["Driver", "ExecutionResult", "run_plan"]

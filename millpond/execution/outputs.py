@@ -31,6 +31,8 @@ class DatasetWrite:
     umask: int = field(default_factory=user_umask)
     #: a task writing more than this starts another file (the session's target_partition_bytes)
     file_bytes: int = 256 * 1024 * 1024
+    #: after :meth:`commit`: the files now at the destination
+    files: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.fmt not in WRITE_FORMATS:
@@ -76,19 +78,22 @@ class DatasetWrite:
         )
 
     def commit(self) -> list[str]:
-        """Move the staged files into place; returns the files now at the destination."""
+        """Move the staged files into place; returns (and keeps in :attr:`files`) the files
+        now at the destination."""
         os.makedirs(self.staging, exist_ok=True)
         if not commits.commit(self.staging, self.path, self.mode, self.inputs):
             commits.abort(self.staging)
-            return []
-        if os.path.isfile(self.path):
-            return [self.path]
-        return sorted(
-            os.path.join(root, f)
-            for root, _dirs, files in os.walk(self.path)
-            for f in files
-            if not f.startswith((".", "_"))
-        )
+            self.files = []
+        elif os.path.isfile(self.path):
+            self.files = [self.path]
+        else:
+            self.files = sorted(
+                os.path.join(root, f)
+                for root, _dirs, files in os.walk(self.path)
+                for f in files
+                if not f.startswith((".", "_"))
+            )
+        return self.files
 
     def abort(self) -> None:
         commits.abort(self.staging)
