@@ -471,3 +471,53 @@ def test_map_batches_gets_exactly_batch_size_rows_across_files_and_row_groups(
     df = session.read_parquet(str(tmp_path / "*.parquet"), npartitions=1)
     sizes = df.map_batches(lambda t: pa.table({"n": [t.num_rows]}), batch_size=350).to_arrow()
     assert sizes.column("n").to_pylist() == [350, 350, 300]
+
+
+def test_sql_steps_call_the_udfs_passed_to_them_as_smallpond_does(session):
+    """smallpond: ``df.map('gcd(a, b)', udfs=[gcd])`` with a ``@udf``-typed function; a
+    plain annotated function works too, in map, filter, flat_map and partial_sql."""
+    from millpond.logical.udf import UDFType, udf
+
+    @udf(params=[UDFType.BIGINT, UDFType.BIGINT], return_type=UDFType.BIGINT)
+    def common_divisor(x: int, y: int) -> int:
+        while y:
+            x, y = y, x % y
+        return x
+
+    def is_even(v: int) -> bool:
+        return v % 2 == 0
+
+    df = session.from_arrow(pa.table({"a": [12, 9, 7, 20], "b": [18, 6, 5, 30]}))
+    assert df.map("common_divisor(a, b) AS g", udfs=[common_divisor]).to_arrow().column(
+        "g"
+    ).to_pylist() == [
+        6,
+        3,
+        1,
+        10,
+    ]
+    assert sorted(df.filter("is_even(a)", udfs=[is_even]).to_arrow().column("a").to_pylist()) == [
+        12,
+        20,
+    ]
+    pairs = df.flat_map("unnest([common_divisor(a, b), a]) AS v", udfs=[common_divisor]).to_arrow()
+    assert sorted(pairs.column("v").to_pylist()) == sorted([6, 12, 3, 9, 1, 7, 10, 20])
+    joined = session.partial_sql(
+        "SELECT sum(common_divisor(a, b)) AS s FROM {0}", df, udfs=[common_divisor]
+    )
+    assert joined.to_arrow().column("s").to_pylist() == [20]
+
+
+def test_partial_sql_takes_smallpond_node_options_and_refuses_unknown_ones(session):
+    df = session.from_items([{"x": i} for i in range(10)])
+    sized = session.partial_sql(
+        "SELECT count(*) AS n FROM {0}", df, cpu_limit=2, memory_limit="64MB", gpu_limit=0
+    )
+    assert sized._node.resources == L.Resources(cpu=2, gpu=0.0, memory=64 * 1024 * 1024)
+    assert sized.to_arrow().column("n").to_pylist() == [10]
+    with pytest.raises(PlanError, match=r"unexpected keyword argument\(s\) \['cpu_limt'\]"):
+        session.partial_sql("SELECT * FROM {0}", df, cpu_limt=2)
+    with pytest.raises(PlanError, match="unknown UDF 'nope'"):
+        df.map("nope(x)", udfs=["nope"])
+    with pytest.raises(PlanError, match=r"unexpected keyword argument\(s\) \['udfs'\]"):
+        df.map(lambda r: r, udfs=[len])  # a Python step calls no SQL functions

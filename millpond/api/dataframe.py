@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from millpond.config import parse_size
+from millpond.api.options import node_options_resources as _node_options
+from millpond.api.options import sql_step
 from millpond.errors import PlanError, UnpicklableFunctionError
 from millpond.execution.outputs import DatasetWrite
 from millpond.io.safety import remove_path
@@ -77,29 +78,6 @@ def _sort_keys(
 
 #: keyword arguments smallpond's DataFrame methods pass to the node they make: the task's
 #: resources, and names of the node's output that only smallpond's planner uses
-_NODE_RESOURCES = ("cpu_limit", "gpu_limit", "memory_limit")
-_NODE_IGNORED = ("output_name", "output_path")
-
-
-def _node_options(step: Step, options: Mapping[str, Any]) -> L.Resources | None:
-    """The resources smallpond's node keyword arguments ask for; an unknown keyword is an
-    error naming it (a misspelt ``by_row=True`` must not be ignored)."""
-    unknown = sorted(set(options) - set(_NODE_RESOURCES) - set(_NODE_IGNORED))
-    if unknown:
-        raise PlanError(
-            f"{step.label}: unexpected keyword argument(s) {unknown}; the node options "
-            f"accepted here are {list(_NODE_RESOURCES + _NODE_IGNORED)}"
-        )
-    if not any(options.get(k) is not None for k in _NODE_RESOURCES):
-        return None
-    memory = options.get("memory_limit")
-    return L.Resources(
-        cpu=int(options.get("cpu_limit") or 1),
-        gpu=float(options.get("gpu_limit") or 0.0),
-        memory=parse_size(memory) if memory is not None else None,
-    )
-
-
 def _concurrency(value: Any, step: Step) -> tuple[int, int] | None:
     """``concurrency=``: ``n`` or ``(min, max)``, as ``(min, max)``."""
     if value is None:
@@ -155,6 +133,12 @@ class DataFrame:
     def _narrow(self, op, step: Step) -> DataFrame:
         return self._with(L.Narrow((self._node,), step, op=op))
 
+    def _sql(
+        self, template: str, step: Step, node_options: Mapping[str, Any], **op_options: Any
+    ) -> DataFrame:
+        op, resources = sql_step(template, step, node_options, **op_options)
+        return self._with(L.per_partition([self._node], step, op, resources))
+
     def _python(
         self,
         kind: str,
@@ -184,25 +168,34 @@ class DataFrame:
         *,
         schema: pa.Schema | None = None,
         timeout: float | None = None,
+        **node_options: Any,
     ) -> DataFrame:
         """Each row to a new row: a SQL select list (``"a + b AS c, d"``) run in DuckDB, or a
         Python function from a row dict to a row dict. ``timeout``: seconds a task running
-        the function may take before it is stopped (and retried per ``max_retry``)."""
+        the function may take before it is stopped (and retried per ``max_retry``). As in
+        smallpond, SQL may call the functions in ``udfs=[...]`` (``@udf``-typed or plain
+        Python functions), and ``cpu_limit``/``memory_limit``/``gpu_limit`` size the tasks."""
         step = user_step(f"map({_label(sql_or_func)})")
         if isinstance(sql_or_func, str):
-            return self._narrow(SqlOp(f"SELECT {sql_or_func} FROM {{0}}", step), step)
-        return self._python("map", sql_or_func, step, schema=schema, timeout=timeout)
+            return self._sql(f"SELECT {sql_or_func} FROM {{0}}", step, node_options)
+        resources = _node_options(step, node_options)
+        return self._python("map", sql_or_func, step, resources, schema=schema, timeout=timeout)
 
     def filter(
-        self, sql_or_func: str | Callable[[dict], bool], *, timeout: float | None = None
+        self,
+        sql_or_func: str | Callable[[dict], bool],
+        *,
+        timeout: float | None = None,
+        **node_options: Any,
     ) -> DataFrame:
         """Keep rows where a SQL condition holds, or a Python predicate over the row dict is
-        true (``timeout`` as in :meth:`map`)."""
+        true (``timeout``, ``udfs`` and the node options as in :meth:`map`)."""
         step = user_step(f"filter({_label(sql_or_func)})")
         if isinstance(sql_or_func, str):
-            op = SqlOp(f"SELECT * FROM {{0}} WHERE ({sql_or_func})", step, predicate=sql_or_func)
-            return self._narrow(op, step)
-        return self._python("filter", sql_or_func, step, timeout=timeout)
+            template = f"SELECT * FROM {{0}} WHERE ({sql_or_func})"
+            return self._sql(template, step, node_options, predicate=sql_or_func)
+        resources = _node_options(step, node_options)
+        return self._python("filter", sql_or_func, step, resources, timeout=timeout)
 
     def flat_map(
         self,
@@ -210,13 +203,18 @@ class DataFrame:
         *,
         schema: pa.Schema | None = None,
         timeout: float | None = None,
+        **node_options: Any,
     ) -> DataFrame:
         """Each row to zero or more rows: a SQL select list (e.g. with ``unnest``), or a Python
-        function from a row dict to a list of row dicts (``timeout`` as in :meth:`map`)."""
+        function from a row dict to a list of row dicts (``timeout``, ``udfs`` and the node
+        options as in :meth:`map`)."""
         step = user_step(f"flat_map({_label(sql_or_func)})")
         if isinstance(sql_or_func, str):
-            return self._narrow(SqlOp(f"SELECT {sql_or_func} FROM {{0}}", step), step)
-        return self._python("flat_map", sql_or_func, step, schema=schema, timeout=timeout)
+            return self._sql(f"SELECT {sql_or_func} FROM {{0}}", step, node_options)
+        resources = _node_options(step, node_options)
+        return self._python(
+            "flat_map", sql_or_func, step, resources, schema=schema, timeout=timeout
+        )
 
     def map_batches(
         self,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from millpond.api.options import sql_step
 from millpond.config import SessionConfig, default_data_root
 from millpond.errors import DataRootError, PlanError
 from millpond.execution.engine import Engine, LocalEngine
@@ -32,7 +33,6 @@ from millpond.io.rows import table_from_rows
 from millpond.io.safety import remove_path
 from millpond.io.scratch import private_directory
 from millpond.operators.base import user_step
-from millpond.operators.sql import SqlOp
 from millpond.planning import logical as L
 from millpond.planning.optimizer import optimize_all
 from millpond.planning.planner import Planner
@@ -263,23 +263,19 @@ class Session:
             table = table_from_rows(rows) if rows else pa.table({"item": items})
         return self._from_tables(table, npartitions, user_step("from_items"))
 
-    def partial_sql(self, query: str, *inputs: DataFrame) -> DataFrame:
+    def partial_sql(self, query: str, *inputs: DataFrame, **node_options: Any) -> DataFrame:
         """DuckDB SQL run on each partition; ``{0}``, ``{1}``… name the inputs' partitions
         (partition i of every input together; a one-partition input goes to every task).
         As in smallpond the query is a Python format string: write ``{{``/``}}`` for literal
         braces; ``{rand_seed}``, ``{batch_index}`` and ``{__data_partition__}`` are
-        available. With no inputs the query is a source."""
+        available. With no inputs the query is a source. ``udfs=[...]`` and the node
+        options ``cpu_limit``/``memory_limit``/``gpu_limit`` as in :meth:`DataFrame.map`."""
         step = user_step(f"partial_sql({query!r})")
-        op = SqlOp(query, step, python_format=True)
-        if not inputs:
-            source = L.InMemory((), step, tables=[pa.table({"__mp_none": pa.array([], pa.int8())})])
-            return self._df(L.Narrow((source,), step, op=op))
         for df in inputs:
             if df.session is not self:
                 raise PlanError("partial_sql inputs must belong to the same session")
-        if len(inputs) == 1:
-            return self._df(L.Narrow((inputs[0]._node,), step, op=op))
-        return self._df(L.PartialSql(tuple(df._node for df in inputs), step, template=query, op=op))
+        op, resources = sql_step(query, step, node_options, python_format=True)
+        return self._df(L.per_partition([df._node for df in inputs], step, op, resources))
 
     def wait(self, *dataframes: DataFrame) -> None:
         """Compute each DataFrame (do the writes of ``write_parquet_lazy``), in order."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -203,3 +204,18 @@ def render_tree(node: LogicalNode, indent: str = "") -> str:
     for child in node.inputs:
         lines.append(render_tree(child, indent + "  "))
     return "\n".join(lines)
+
+
+def per_partition(
+    inputs: Sequence[LogicalNode], step: Step, op: Op, resources: Resources | None = None
+) -> LogicalNode:
+    """``op`` run on each partition, as both APIs build it: over one input, a narrow step;
+    over several, partition i of each together (a one-partition input goes to every task);
+    over none, one task with no input rows (``partial_sql("select * from range(3)")``)."""
+    if not inputs:
+        nothing = pa.table({"__mp_none": pa.array([], pa.int8())})
+        inputs = (InMemory((), step, tables=[nothing]),)
+    if len(inputs) == 1:
+        return Narrow(tuple(inputs), step, op=op, resources=resources)
+    template = getattr(op, "template", "")
+    return PartialSql(tuple(inputs), step, template=template, op=op, resources=resources)

@@ -12,6 +12,7 @@ from millpond.compat.common import GB
 from millpond.errors import PlanError, UnpicklableFunctionError
 from millpond.operators.base import Step, callable_name, user_step
 from millpond.operators.sql import PythonUdf
+from millpond.operators.udf import duckdb_type_name
 from millpond.planning import logical as L
 
 TOPLEVEL = "@toplevel@"
@@ -44,20 +45,13 @@ class Context:
         else:
             self.udfs[name] = PythonUdf(
                 func,
-                [_duckdb_type_name(p) for p in params]
+                [duckdb_type_name(p) for p in params]
                 if isinstance(params, (list, tuple))
                 else None,
-                _duckdb_type_name(return_type) if return_type is not None else None,
+                duckdb_type_name(return_type) if return_type is not None else None,
                 use_arrow_type,
             )
         return name
-
-
-def _duckdb_type_name(t: Any) -> str:
-    """A DuckDB type name for a DuckDB type, a type name, or smallpond's UDFType."""
-    if hasattr(t, "to_duckdb_type"):
-        t = t.to_duckdb_type()
-    return str(t)
 
 
 class Node:

@@ -9,10 +9,10 @@ from typing import Any
 from millpond.compat.logical.base import TOPLEVEL, Compiled, Context, Node, _pair_inputs, _pickled
 from millpond.compat.logical.dataset import DataSet
 from millpond.compat.logical.node_ops import NodeProcessOp
-from millpond.compat.logical.udf import UserDefinedFunction
 from millpond.errors import PlanError
 from millpond.execution.task_run import RuntimeContext
 from millpond.operators.sql import TASK_INDEX, SqlOp
+from millpond.operators.udf import sql_functions
 from millpond.planning import logical as L
 
 
@@ -73,22 +73,7 @@ class SqlEngineNode(Node):
         return f"sql_query={self.oneline_query!r}"
 
     def _udf_functions(self) -> dict[str, object]:
-        functions: dict[str, object] = {}
-        for udf in self.udfs:
-            if isinstance(udf, UserDefinedFunction):
-                self.ctx.create_function(
-                    udf.name, udf.func, udf.params, udf.return_type, udf.use_arrow_type
-                )
-                functions[udf.name] = self.ctx.udfs[udf.name]
-            elif callable(udf):
-                functions[udf.__name__] = udf
-            elif udf in self.ctx.udfs:
-                functions[udf] = self.ctx.udfs[udf]
-            else:
-                raise PlanError(
-                    f"{self!r}: unknown UDF {udf!r}; register it with ctx.create_function(name, func)"
-                )
-        return functions
+        return sql_functions(self.udfs, self.ctx.udfs, repr(self))
 
     def compile(self, inputs: list[Compiled]) -> Compiled:
         main = _pair_inputs(self, inputs) if inputs else None
@@ -106,26 +91,11 @@ class SqlEngineNode(Node):
             python_format=True,
             extra_names=names,
         )
-        if not inputs:
-            import pyarrow as pa
-
-            source = L.InMemory(
-                (), self.step, tables=[pa.table({"__mp_none": pa.array([], pa.int8())})]
-            )
-            return Compiled(L.Narrow((source,), self.step, op=op, resources=self.resources()), 1)
         if main is not None and main.dimension != TOPLEVEL:
             names[main.dimension] = TASK_INDEX
-        node = (
-            L.Narrow((inputs[0].node,), self.step, op=op, resources=self.resources())
-            if len(inputs) == 1
-            else L.PartialSql(
-                tuple(c.node for c in inputs),
-                self.step,
-                template=op.template,
-                op=op,
-                resources=self.resources(),
-            )
-        )
+        node = L.per_partition([c.node for c in inputs], self.step, op, self.resources())
+        if main is None:
+            return Compiled(node, 1)
         return Compiled(node, main.partitions, main.dimension)
 
 
@@ -174,14 +144,7 @@ class _ProcessNode(Node):
         op = NodeProcessOp(
             self.mode, _pickled(self, self.step), self.step, batch_size=self.streaming_batch_size
         )
-        if len(inputs) == 1:
-            node: L.LogicalNode = L.Narrow(
-                (inputs[0].node,), self.step, op=op, resources=self.resources()
-            )
-        else:
-            node = L.PartialSql(
-                tuple(c.node for c in inputs), self.step, op=op, resources=self.resources()
-            )
+        node = L.per_partition([c.node for c in inputs], self.step, op, self.resources())
         return Compiled(node, main.partitions, main.dimension)
 
 
