@@ -11,13 +11,13 @@ import pyarrow as pa
 
 from millpond.api.options import node_options_resources as _node_options
 from millpond.api.options import sql_step
-from millpond.errors import PlanError, UnpicklableFunctionError
+from millpond.errors import PlanError
 from millpond.execution.outputs import DatasetWrite
 from millpond.io.safety import remove_path
 from millpond.io.sqltext import quote_ident
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import FilePartition, PartitionData, TablePartition
-from millpond.operators.python import BATCH_FORMATS, PythonOp
+from millpond.operators.python import BATCH_FORMATS, PythonOp, pickle_for_workers
 from millpond.operators.sinks import (
     ARROW_SUFFIX,
     CountSink,
@@ -97,22 +97,6 @@ def _concurrency(value: Any, step: Step) -> tuple[int, int] | None:
     )
 
 
-def _pickle(fn: Any, step: Step) -> bytes:
-    """Ship a user function with cloudpickle now, so an unpicklable one is reported where it
-    was passed rather than deep inside a worker."""
-    try:
-        import cloudpickle
-
-        return cloudpickle.dumps(fn)
-    except Exception as exc:
-        raise UnpicklableFunctionError(
-            f"cannot send {callable_name(fn)!r} ({step.describe()}) to worker processes: "
-            f"{type(exc).__name__}: {exc}. Functions must be picklable by cloudpickle: avoid "
-            "capturing open files, locks, sockets or database connections; create them inside "
-            "the function (or in a callable class's __init__)."
-        ) from exc
-
-
 class DataFrame:
     """A lazy, partitioned table. Transformations return new DataFrames; actions
     (``count``, ``to_arrow``, ``write_parquet``…) run the plan on the session's engine."""
@@ -158,7 +142,7 @@ class DataFrame:
             raise PlanError(
                 f"{step.label}: timeout must be a number of seconds > 0, got {timeout!r}"
             )
-        op = PythonOp(kind, _pickle(fn, step), step, **options)
+        op = PythonOp(kind, pickle_for_workers(fn, step), step, **options)
         return self._with(L.Narrow((self._node,), step, op=op, resources=resources))
 
     # -- per-partition transformations ---------------------------------------

@@ -10,11 +10,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from millpond.errors import UnpicklableFunctionError
 from millpond.operators.base import (
     Op,
     Step,
     UserCodeFailure,
     call_user,
+    callable_name,
     iterate_user,
     short_repr,
 )
@@ -199,3 +201,60 @@ class PythonOp(Op):
             raise UserCodeFailure(
                 err, self.step, "".join(traceback.format_exception_only(err))
             ) from None
+
+
+def pickle_for_workers(obj: Any, step: Step) -> bytes:
+    """``obj`` (a user function or node) pickled by value for the worker processes, now, so
+    that an unpicklable one is reported where the user passed it, naming what it captured
+    that cannot travel, rather than deep inside a worker."""
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as exc:
+        culprits = _unpicklable_captures(obj)
+        captured = (
+            f" It captures {', '.join(culprits)}, which cannot be pickled." if culprits else ""
+        )
+        hint = (
+            "\nHINT: DO NOT use externally imported loguru logger in your task. Please import "
+            "it within the task."
+            if any("loguru" in c for c in culprits)
+            else ""
+        )
+        raise UnpicklableFunctionError(
+            f"Can't pickle task {callable_name(obj)!r} ({step.describe()}): "
+            f"{type(exc).__name__}: {exc}.{captured} Functions must be picklable by cloudpickle: "
+            "avoid capturing open files, locks, sockets, loggers or database connections; "
+            "create them inside the function (or in a callable class's __init__)." + hint
+        ) from exc
+
+
+def _unpicklable_captures(obj: Any) -> list[str]:
+    """The globals and closure variables ``obj``'s code uses that cannot be pickled, as
+    ``name (type)``."""
+    import cloudpickle
+
+    # a function, or the __call__ a callable object's class defines
+    fn = obj if hasattr(obj, "__code__") else vars(type(obj)).get("__call__")
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    names: dict[str, Any] = {}
+    fn_globals = getattr(fn, "__globals__", {})
+    for name in code.co_names:
+        if name in fn_globals:
+            names[name] = fn_globals[name]
+    for name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
+        try:
+            names[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+    found = []
+    for name, value in names.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception:  # noqa: BLE001 - any failure means it cannot travel
+            kind = type(value)
+            found.append(f"{name!r} ({kind.__module__}.{kind.__qualname__})")
+    return found

@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from millpond.compat.common import GB
-from millpond.errors import PlanError, UnpicklableFunctionError
-from millpond.operators.base import Step, callable_name, user_step
+from millpond.errors import PlanError
+from millpond.operators.base import user_step
+from millpond.operators.python import pickle_for_workers
 from millpond.operators.sql import PythonUdf
 from millpond.operators.udf import duckdb_type_name
 from millpond.planning import logical as L
@@ -128,15 +129,7 @@ class Compiled:
         self.dimension = dimension if partitions != 1 else TOPLEVEL
 
 
-def _pickled(obj: Any, step: Step) -> bytes:
-    try:
-        import cloudpickle
-
-        return cloudpickle.dumps(obj)
-    except Exception as exc:
-        raise UnpicklableFunctionError(
-            f"cannot send {callable_name(obj)!r} ({step.describe()}) to worker processes: {type(exc).__name__}: {exc}"
-        ) from exc
+_pickled = pickle_for_workers  # the compute nodes' name for it
 
 
 def _pair_inputs(node: Node, inputs: list[Compiled]) -> Compiled:
