@@ -132,6 +132,26 @@ def _frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
     return table.to_pandas() if isinstance(table, pa.Table) else table.copy()
 
 
+def large_offsets(schema: pa.Schema) -> pa.Schema:
+    """``schema`` as millpond's collected results carry it (as smallpond's do): every
+    string and binary type, nested ones too, with 64-bit offsets."""
+
+    def large(t: pa.DataType) -> pa.DataType:
+        if t == pa.string():
+            return pa.large_string()
+        if t == pa.binary():
+            return pa.large_binary()
+        if pa.types.is_list(t):
+            return pa.list_(pa.field(t.value_field.name, large(t.value_type)))
+        if pa.types.is_struct(t):
+            return pa.struct([f.with_type(large(f.type)) for f in t])
+        if pa.types.is_map(t):
+            return pa.map_(large(t.key_type), large(t.item_type))
+        return t
+
+    return pa.schema([f.with_type(large(f.type)) for f in schema], metadata=schema.metadata)
+
+
 def assert_frames_equal(
     actual: pa.Table | pd.DataFrame,
     expected: pa.Table | pd.DataFrame,

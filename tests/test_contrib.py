@@ -499,12 +499,6 @@ def test_extract_html_body_tokenizes_the_visible_text_of_each_page():
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="millpond.logical.dataset has no FileSet (smallpond's dataset of raw files), and a "
-    "DataSourceNode hands a PythonScriptNode its data as Parquet, never the files it names: "
-    "WARC files reach ImportWarcFiles only as a table of paths (resolved_paths)",
-)
 def test_import_warc_files_reads_a_file_set_of_warc_files_as_smallpond_does(warcio, run, tmp_path):
     from millpond.logical.dataset import FileSet  # smallpond: smallpond.logical.dataset
 
@@ -516,7 +510,7 @@ def test_import_warc_files_reads_a_file_set_of_warc_files_as_smallpond_does(warc
     assert result.final_output.to_arrow_table().num_rows == len(PAGES)
 
 
-# -- what the nodes lack ----------------------------------------------------------------
+# -- empty partitions ------------------------------------------------------------------
 
 
 class PassBatches(ArrowStreamNode):
@@ -525,12 +519,6 @@ class PassBatches(ArrowStreamNode):
             yield pa.Table.from_batches([batch])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ArrowStreamNode whose process yields no table (an empty partition) fails "
-    "with 'produced no output at all'; smallpond's task writes an empty output. StreamCopy "
-    "works around it by yielding an empty table of its input's schema",
-)
 def test_arrow_stream_node_that_yields_nothing_for_an_empty_partition_succeeds(run, glob):
     ctx = Context()
     node = DataSourceNode(ctx, ParquetDataSet([glob]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
@@ -453,7 +453,8 @@ class DataFrame:
         return sink
 
     def to_arrow(self) -> pa.Table:
-        """The whole result as one Arrow table."""
+        """The whole result as one Arrow table; strings and binaries come as
+        ``large_string``/``large_binary`` (64-bit offsets, as smallpond returns them)."""
         parts, schema, computed = self._collect_parts("to_arrow")
         try:
             tables = [_read_partition(p) for p in parts]
@@ -462,8 +463,8 @@ class DataFrame:
                 _remove_result_files(parts, self.session)
         tables = [t for t in tables if t.num_columns or t.num_rows]
         if not tables:
-            return schema.empty_table() if schema is not None else pa.table({})
-        return pa.concat_tables(tables, promote_options="permissive")
+            return _with_large_offsets(schema.empty_table()) if schema is not None else pa.table({})
+        return _with_large_offsets(pa.concat_tables(tables, promote_options="permissive"))
 
     def to_pandas(self) -> pd.DataFrame:
         """The whole result as a pandas DataFrame."""
@@ -588,6 +589,33 @@ def _label(value: object) -> str:
     return short_repr(value) if isinstance(value, str) else callable_name(value)
 
 
+TableOrBatch = TypeVar("TableOrBatch", pa.Table, pa.RecordBatch)
+
+
+def _large_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_string(t):
+        return pa.large_string()
+    if pa.types.is_binary(t):
+        return pa.large_binary()
+    if pa.types.is_list(t):
+        return pa.list_(pa.field(t.value_field.name, _large_type(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_large_type(f.type)) for f in t])
+    if pa.types.is_map(t):
+        return pa.map_(_large_type(t.key_type), _large_type(t.item_type))
+    return t
+
+
+def _with_large_offsets(table: TableOrBatch) -> TableOrBatch:
+    """Strings and binaries (nested too) as ``large_string``/``large_binary``, as smallpond's
+    ``to_arrow`` returns them: 64-bit offsets, so a column of more than 2 GB never overflows
+    when a result's chunks are combined."""
+    schema = pa.schema(
+        [f.with_type(_large_type(f.type)) for f in table.schema], metadata=table.schema.metadata
+    )
+    return table if schema.equals(table.schema) else table.cast(schema)
+
+
 def _read_partition(part: PartitionData | None) -> pa.Table:
     if part is None:
         return pa.table({})
@@ -614,7 +642,7 @@ def _batches(part: PartitionData | None, size: int, batch_format: str) -> Iterat
         batches = (_nullable(b) for b in iter_file_batches(part.files, size))
     for batch in batches:
         if batch.num_rows:
-            yield batch.to_pandas() if batch_format == "pandas" else batch
+            yield batch.to_pandas() if batch_format == "pandas" else _with_large_offsets(batch)
 
 
 def _remove_result_files(parts: list[PartitionData | None], session: Session) -> None:

@@ -142,6 +142,24 @@ class RuntimeContext(TaskContext):
     identity, its resource budget and a private working directory."""
 
     spec: Any  # the task's TaskSpec (millpond.execution.task_run)
+    #: the smallpond task object of the node running now (millpond.compat.task)
+    _task: Any = None
+
+    @property
+    def task(self) -> Any:
+        """The running node's task object (smallpond's ``runtime_ctx.task``: its
+        ``cpu_limit``, ``partition_infos``, ``perf_metrics``…); None for steps of
+        millpond's own API, which have no task object."""
+        return self._task
+
+    def set_current_task(self, task: Any = None) -> RuntimeContext:
+        """Make ``task`` the one ``task`` returns; returns this context (smallpond's call)."""
+        self._task = task
+        return self
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
 
     @property
     def task_id(self) -> str:

@@ -13,17 +13,41 @@ from millpond.operators.sql import bind
 BUCKET_COLUMN = "__mp_bucket"
 
 
+def smallpond_hash_key(exprs: list[str], n: int) -> str:
+    """The partition number smallpond gives a row when hash-partitioning by ``exprs`` (SQL
+    pasted as is): ``HashPartitionDuckDbTask.partition_query`` in smallpond/execution/task.py.
+    Written the same way so that every row lands where smallpond puts it (on the same DuckDB:
+    its string hash changed in 1.3)."""
+    return f"CAST(hash( concat_ws( '##', {', '.join(exprs)} ) ) AS UINT64) % {n}::UINT64"
+
+
+def smallpond_random_key(n: int) -> str:
+    """smallpond's ``random_shuffle`` partition number (``HashPartitionDuckDbTask``): the
+    same distribution, though no two runs agree."""
+    return f"CAST(random() * {2147483647 // n * n} AS UINT64) % {n}::UINT64"
+
+
 @dataclass
 class HashBucketing:
-    """Rows with equal keys land in the same bucket (group-by, join, distinct, hash repartition)."""
+    """Rows with equal keys land in the same bucket (group-by, join, distinct, hash repartition).
+    ``smallpond``: bucket by :func:`smallpond_hash_key` (``repartition(hash_by=)``), so the
+    placement is smallpond's; else DuckDB's native ``hash`` of the typed keys (internal
+    exchanges, where only co-location matters and concatenating strings is wasted work)."""
 
     keys: list[str]
     n: int
+    smallpond: bool = False
 
     def describe(self) -> str:
         return f"hash({', '.join(self.keys)}) into {self.n}"
 
     def bucketed(self, ctx, rel: str, step: Step) -> str:
+        if self.smallpond and self.keys:
+            # a key naming a column is quoted; anything else is SQL, as smallpond pastes it
+            names = set(ctx.columns(rel))
+            exprs = [quote_ident(k) if k in names else k for k in self.keys]
+            key = smallpond_hash_key(exprs, self.n)
+            return bind(ctx, f"SELECT *, ({key})::BIGINT AS {BUCKET_COLUMN} FROM ({rel})", [step])
         keys = self.keys or ctx.columns(rel)
         sql = f"SELECT *, (hash({ident_list(keys)}) % {self.n})::BIGINT AS {BUCKET_COLUMN} FROM ({rel})"
         return bind(ctx, sql, [step])

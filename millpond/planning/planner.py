@@ -218,7 +218,10 @@ class Planner:
             return self.exchange(fragment, "rows", n=node.n)
         if node.mode == "hash":
             return self.shuffle(
-                fragment, HashBucketing(node.keys, node.n), node.step, coalesce=False
+                fragment,
+                HashBucketing(node.keys, node.n, smallpond=True),
+                node.step,
+                coalesce=False,
             )
         if node.mode == "expr":
             return self.shuffle(

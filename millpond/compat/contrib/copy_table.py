@@ -41,8 +41,8 @@ class StreamCopy(ArrowStreamNode):
             batches += 1
             yield pa.Table.from_batches([batch])
         if not batches:
-            # an empty partition copies to an empty table of its schema: a stream node that
-            # yields nothing at all fails, while smallpond writes an empty output
+            # an empty partition copies to an empty table of its schema, whoever calls
+            # process (the engine itself gives a stream that yields nothing its input's)
             yield reader.schema.empty_table()
         logger.info("copied %d rows in %d batches", rows, batches)
 

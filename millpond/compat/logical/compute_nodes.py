@@ -9,6 +9,15 @@ from typing import Any
 from millpond.compat.logical.base import TOPLEVEL, Compiled, Context, Node, _pair_inputs, _pickled
 from millpond.compat.logical.dataset import DataSet
 from millpond.compat.logical.node_ops import NodeProcessOp
+from millpond.compat.task import (
+    ArrowBatchTask,
+    ArrowComputeTask,
+    ArrowStreamTask,
+    PandasBatchTask,
+    PandasComputeTask,
+    PythonScriptTask,
+    Task,
+)
 from millpond.errors import PlanError
 from millpond.execution.task_run import RuntimeContext
 from millpond.operators.sql import TASK_INDEX, SqlOp
@@ -132,6 +141,38 @@ class _ProcessNode(Node):
             )
         return self.process_func(runtime_ctx, *args)
 
+    def spawn(self, *args: Any, **kwargs: Any) -> Task:
+        """The task object of one partition (smallpond's hook: override it to return a
+        subclass of the node's task class). Called in the worker with smallpond's
+        arguments, ``(runtime_ctx, input_deps, partition_infos, process_func, …)``."""
+        return ArrowComputeTask(*args, **kwargs)
+
+    def task_arguments(self) -> tuple:
+        """What smallpond passes ``spawn`` after ``(runtime_ctx, input_deps,
+        partition_infos)``, in its order, so that a task subclass's ``__init__`` that
+        forwards ``*args`` to its base works unchanged."""
+        process = self.process_func or self.process
+        limits = (self.output_name, self.output_path, self.cpu_limit, self.gpu_limit)
+        limits += (self.memory_limit,)
+        if self.mode == "script":
+            return (process, *limits)
+        opts = self.options
+        parquet = (
+            opts.get("parquet_row_group_size"),
+            opts.get("parquet_dictionary_encoding", False),
+            opts.get("parquet_compression", "ZSTD"),
+            opts.get("parquet_compression_level", 3),
+            opts.get("use_duckdb_reader", False),
+        )
+        if self.mode in ("arrow_compute", "pandas_compute"):
+            return (process, *parquet, *limits)
+        stream = (
+            opts.get("background_io_thread", True),
+            self.streaming_batch_size,
+            opts.get("secs_checkpoint_interval"),
+        )
+        return (process, *stream, *parquet, *limits)
+
     def __getstate__(self) -> dict:
         # a node ships without its upstream graph
         state = dict(self.__dict__)
@@ -142,7 +183,12 @@ class _ProcessNode(Node):
     def compile(self, inputs: list[Compiled]) -> Compiled:
         main = _pair_inputs(self, inputs)
         op = NodeProcessOp(
-            self.mode, _pickled(self, self.step), self.step, batch_size=self.streaming_batch_size
+            self.mode,
+            _pickled(self, self.step),
+            self.step,
+            batch_size=self.streaming_batch_size,
+            dimension=main.dimension,
+            npartitions=main.partitions,
         )
         node = L.per_partition([c.node for c in inputs], self.step, op, self.resources())
         return Compiled(node, main.partitions, main.dimension)
@@ -155,9 +201,14 @@ class ArrowComputeNode(_ProcessNode):
 
 
 class ArrowStreamNode(_ProcessNode):
-    """``process(runtime_ctx, input_readers: list[pa.RecordBatchReader]) -> Iterable[pa.Table]``."""
+    """``process(runtime_ctx, input_readers: list[pa.RecordBatchReader]) -> Iterable[pa.Table]``
+    (or :class:`~millpond.compat.task.StreamOutput`); yielding nothing leaves the
+    partition empty."""
 
     mode = "arrow_stream"
+
+    def spawn(self, *args: Any, **kwargs: Any) -> Task:
+        return ArrowStreamTask(*args, **kwargs)
 
 
 class ArrowBatchNode(ArrowStreamNode):
@@ -165,11 +216,17 @@ class ArrowBatchNode(ArrowStreamNode):
 
     mode = "arrow_batch"
 
+    def spawn(self, *args: Any, **kwargs: Any) -> Task:
+        return ArrowBatchTask(*args, **kwargs)
+
 
 class PandasComputeNode(_ProcessNode):
     """``process(runtime_ctx, input_dfs: list[pd.DataFrame]) -> pd.DataFrame`` per partition."""
 
     mode = "pandas_compute"
+
+    def spawn(self, *args: Any, **kwargs: Any) -> Task:
+        return PandasComputeTask(*args, **kwargs)
 
 
 class PandasBatchNode(_ProcessNode):
@@ -177,12 +234,17 @@ class PandasBatchNode(_ProcessNode):
 
     mode = "pandas_batch"
 
+    def spawn(self, *args: Any, **kwargs: Any) -> Task:
+        return PandasBatchTask(*args, **kwargs)
+
 
 class PythonScriptNode(_ProcessNode):
     """Arbitrary Python per partition: ``process(runtime_ctx, input_datasets, output_path)``
-    gets the partition's inputs as Parquet datasets and a directory of its own; the Parquet
-    files it writes there are its output (other files are listed in a ``resolved_paths``
-    column). Return False to report failure."""
+    gets the partition's inputs as datasets — Parquet, or a FileSet for an input that lists
+    files (a FileSet source, or another PythonScriptNode's non-Parquet output) — and a
+    directory of its own; the Parquet files it writes there are its output (other files
+    are listed in a ``resolved_paths`` column, a FileSet to the next PythonScriptNode).
+    Return False to report failure."""
 
     mode = "script"
 
@@ -208,6 +270,9 @@ class PythonScriptNode(_ProcessNode):
             gpu_limit=gpu_limit,
             memory_limit=memory_limit,
         )
+
+    def spawn(self, *args: Any, **kwargs: Any) -> Task:
+        return PythonScriptTask(*args, **kwargs)
 
 
 # -- relational helpers ----------------------------------------------------------------

@@ -13,6 +13,7 @@ import pyarrow as pa
 from millpond.compat.common import DEFAULT_BATCH_SIZE
 from millpond.io.filesystem import FileInfo, resolve_files
 from millpond.io.formats import READ_EXTENSIONS, ScanFormat, check_parquet_schemas, duckdb_columns
+from millpond.io.sqltext import quote_ident, quote_string
 from millpond.operators.base import Step
 from millpond.planning import logical as L
 
@@ -174,6 +175,70 @@ class ParquetDataSet(DataSet):
         )
 
 
+FILE_PATHS_COLUMN = "resolved_paths"
+"""The column of a table that lists files: what a FileSet's data is (smallpond's
+``FileSet.to_arrow_table``), and what a PythonScriptNode's non-Parquet output becomes."""
+
+
+class _FileListing(ScanFormat):
+    """A scan of raw files that reads their names, not their contents (a FileSet's rows):
+    the engine splits it by files like any scan, and each partition lists its own."""
+
+    def table_function(self, paths: Sequence[str]) -> str:
+        listed = ", ".join(quote_string(p) for p in paths)
+        return f"(SELECT unnest([{listed}]::VARCHAR[]) AS {quote_ident(FILE_PATHS_COLUMN)})"
+
+
+class FileSet(DataSet):
+    """Raw files of any format (smallpond's ``FileSet``): its data is the list of its
+    files, one ``resolved_paths`` row each, partitioned by files like any dataset. A
+    PythonScriptNode is handed it as a FileSet (paths to open itself), an Arrow or Pandas
+    node as that table of paths, a SQL node as a relation of it. Directories contribute
+    all their non-hidden files."""
+
+    format = "files"
+    #: paths are literal names, not patterns (set by of_files)
+    _literal = False
+
+    @staticmethod
+    def merge(datasets: Sequence[FileSet]) -> FileSet:
+        """One FileSet of the files of all of ``datasets``."""
+        return FileSet.of_files([p for dataset in datasets for p in dataset.resolved_paths])
+
+    @classmethod
+    def of_files(cls, paths: Sequence[str]) -> FileSet:
+        """A FileSet of files already resolved: each path is taken literally (a ``[`` or
+        ``*`` in it is part of the name, not a pattern)."""
+        fileset = cls(list(paths))
+        fileset._literal = True
+        return fileset
+
+    def files(self) -> list[FileInfo]:
+        if self._files is None:
+            # no paths is an empty set (an empty partition's), not a missing input
+            self._files = (
+                resolve_files(self._full_paths(), recursive=self.recursive, glob=not self._literal)
+                if self.paths
+                else []
+            )
+        return self._files
+
+    def _scan_format(self) -> ScanFormat:
+        return _FileListing("files")
+
+    def to_logical(self, step: Step) -> L.LogicalNode:
+        if not self.files():  # no file to scan: an empty listing
+            return L.InMemory((), step, tables=[self.to_arrow_table()])
+        return super().to_logical(step)
+
+    def to_arrow_table(self) -> pa.Table:
+        return pa.table({FILE_PATHS_COLUMN: pa.array(self.resolved_paths, pa.string())})
+
+    @property
+    def num_rows(self) -> int:
+        return self.num_files
+
+
 class CsvDataSet(DataSet):
     """CSV files with a given schema ``{column: DuckDB type}``."""
 
@@ -299,6 +364,7 @@ __all__ = [
     "ParquetDataSet",
     "CsvDataSet",
     "JsonDataSet",
+    "FileSet",
     "ArrowTableDataSet",
     "PandasDataSet",
     "PartitionedDataSet",

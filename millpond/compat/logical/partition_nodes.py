@@ -11,6 +11,7 @@ from millpond.compat.common import DATA_PARTITION_COLUMN_NAME
 from millpond.compat.logical.base import Compiled, Context, Node
 from millpond.errors import PlanError
 from millpond.io.sqltext import quote_ident, quote_string
+from millpond.operators.shuffle import smallpond_hash_key, smallpond_random_key
 from millpond.operators.sql import ColumnsOp, SqlOp
 from millpond.planning import logical as L
 
@@ -234,27 +235,30 @@ class HashPartitionNode(PartitionNode):
         return f"npartitions={self.npartitions}, hash_columns={self.hash_columns}, data_partition_column={self.data_partition_column}"
 
     def compile(self, inputs: list[Compiled]) -> Compiled:
+        """The partition number as smallpond's HashPartitionDuckDbTask computes it, kept as a
+        column; both engine types use it (smallpond's arrow engine hashes with polars 0.20's
+        ``hash_rows``, which no other polars reproduces)."""
         child = self._input(inputs)
         column = quote_ident(self.data_partition_column)
         n = self.npartitions
         if self.shuffle_only:
-            expr = column
-        elif self.random_shuffle:
-            expr = f"floor(random() * {n})"
+            # the column as it is (its type kept), range-checked: "partition key N is out of
+            # range 0-M", as smallpond asserts
+            keyed = child
         else:
-            keys = ", ".join(f"CAST(({c}) AS VARCHAR)" for c in self.hash_columns)
-            expr = f"hash(concat_ws('##', {keys})) % {n}"
-        # the partition number: computed once, kept as a column (as smallpond does)
-        keyed = L.Narrow(
-            (child,),
-            self.step,
-            op=SqlOp(
-                f"SELECT * REPLACE (CAST(({expr}) AS UBIGINT) AS {column}) FROM {{0}}"
-                if self.shuffle_only
-                else f"SELECT COLUMNS(lambda c: c != {quote_string(self.data_partition_column)}), CAST(({expr}) AS UBIGINT) AS {column} FROM {{0}}",
+            if self.random_shuffle:
+                expr = smallpond_random_key(n)
+            else:
+                expr = smallpond_hash_key(self.hash_columns, n)
+            name = quote_string(self.data_partition_column)
+            keyed = L.Narrow(
+                (child,),
                 self.step,
-            ),
-        )
+                op=SqlOp(
+                    f"SELECT COLUMNS(lambda c: c != {name}), {expr} AS {column} FROM {{0}}",
+                    self.step,
+                ),
+            )
         node: L.LogicalNode = L.Repartition(
             (keyed,), self.step, n=n, mode="expr", expr=column, resources=self.resources()
         )
