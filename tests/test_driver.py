@@ -4,6 +4,7 @@ or how it ends the process, and user code from ``__main__`` reaching worker proc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -371,6 +372,7 @@ def test_job_id_resumes_a_failed_job(monkeypatch, tmp_path, glob, full_table):
 # -- the process, as a user runs it ----------------------------------------------------------
 
 MAIN_SCRIPT = """
+import json
 import os
 import sys
 
@@ -502,3 +504,22 @@ def test_a_named_root_lists_its_files_in_final_results_manifest(tmp_path, glob, 
     assert listed and all(p.startswith(str(out / "evens") + os.sep) for p in listed)
     ids = pa.concat_tables([pq.read_table(p) for p in listed]).column("id").to_pylist()
     assert sorted(ids) == list(range(0, NROWS, 2))
+
+
+def test_a_named_node_that_feeds_later_nodes_is_computed_once(tmp_path, glob, full_table):
+    """A node with an ``output_name`` is both a result and an input of the nodes after it:
+    its exchange runs once, and its output is the one its consumers read."""
+    ctx = Context()
+    node = DataSetPartitionNode(ctx, (DataSourceNode(ctx, ParquetDataSet([glob])),), npartitions=2)
+    hashed = HashPartitionNode(ctx, (node,), npartitions=3, hash_columns=["id"], output_name="h")
+    total = SqlEngineNode(ctx, (hashed,), "SELECT count(*) AS n FROM {0}")
+    driver = Driver()
+    driver.parse_arguments(
+        ["scheduler", "--data_root", str(tmp_path / "root"), "--output_path", str(tmp_path / "o")]
+    )
+    result = driver.run(LogicalPlan(ctx, total), stop_process_on_done=False)
+    with open(result.report_path.replace("report.html", "report.json")) as f:
+        stages = json.load(f)["stages"]
+    assert [s["sink"] for s in stages].count("buckets") == 1, stages
+    assert sum(result.final_output.to_arrow_table().column("n").to_pylist()) == NROWS
+    assert result.get_output("h").to_arrow_table().num_rows == NROWS

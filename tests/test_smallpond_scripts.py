@@ -606,17 +606,7 @@ GRAY_ARGS = ["-T", str(GRAY_RECORDS * 100), "-n", "2", "-t", str(GRAY_SORT_PARTI
 GRAY_CASES = [
     pytest.param(["-e", "duckdb", "-s", "duckdb"], id="duckdb-shuffle-duckdb-sort"),
     pytest.param(["-e", "arrow", "-H", "-s", "duckdb"], id="arrow-hive-shuffle-duckdb-sort"),
-    pytest.param(
-        ["-s", "arrow"],
-        id="duckdb-shuffle-arrow-sort",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="millpond's DataSet.to_arrow_table() takes no arguments; smallpond's is "
-            "to_arrow_table(max_workers=16, filesystem=None, conn=None) and sort_records "
-            "calls input_datasets[0].to_arrow_table(runtime_task.cpu_limit): TypeError: "
-            "DataSet.to_arrow_table() takes 1 positional argument but 2 were given",
-        ),
-    ),
+    pytest.param(["-s", "arrow"], id="duckdb-shuffle-arrow-sort"),
     pytest.param(["-s", "polars"], id="duckdb-shuffle-polars-sort"),
 ]
 
@@ -699,15 +689,6 @@ def test_gray_sort_benchmark_leaves_its_sorted_files_under_output_path(run):
     assert (done.out / "FinalResults" / "merged.sum").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="millpond runs a named node that is also consumed downstream twice: "
-    "partitioned_summaries (validate_records, PythonScriptNode-000007) runs once as the input "
-    "of final_check and again as its own named output (two stages of the job report), so "
-    "valsort -o runs 8 times for 4 sorted partitions; every named intermediate node is "
-    "computed twice the same way (sort_mock_urls' urls_partitions and sorted_urls, "
-    "urls_sort_benchmark's imported_urls, hash_partition_benchmark's partition_stats)",
-)
 def test_gray_sort_benchmark_validates_each_sorted_partition_once(run, workdir):
     done = gray_sorted(run, ["-e", "duckdb", "-s", "duckdb"]).succeeded()
     root = str(done.argv[done.argv.index("--data_root") + 1])

@@ -71,8 +71,15 @@ class Planner:
     def build(self, *roots: L.LogicalNode) -> PhysicalPlan:
         """Stages computing every root; root i ends in a stage with ``output == i``. A node
         used by several consumers (or roots) is computed once and materialized."""
+        # a node's uses: each distinct consumer once, and each time it is itself a root (a
+        # smallpond plan's named outputs are roots that also feed later nodes)
+        counted: set[int] = set()
         for root in roots:
+            self._uses[root.id] = self._uses.get(root.id, 0) + 1
             for node in L.walk(root):
+                if node.id in counted:
+                    continue
+                counted.add(node.id)
                 for child in node.inputs:
                     self._uses[child.id] = self._uses.get(child.id, 0) + 1
         for index, root in enumerate(roots):

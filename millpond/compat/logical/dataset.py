@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -112,16 +112,21 @@ class DataSet:
         """The DuckDB table function that reads this dataset (smallpond's name)."""
         return self._scan_format().table_function(self.resolved_paths)
 
-    def to_arrow_table(self) -> pa.Table:
-        """Read the whole dataset into memory."""
+    def to_arrow_table(
+        self, max_workers: int = 16, filesystem: Any = None, conn: Any = None
+    ) -> pa.Table:
+        """Read the whole dataset into memory, on ``max_workers`` DuckDB threads (or with
+        the DuckDB connection ``conn``); smallpond's ``filesystem`` is not needed: paths
+        reach DuckDB as they are."""
         import duckdb
 
-        con = duckdb.connect()
+        con = conn if conn is not None else duckdb.connect(config={"threads": max(1, max_workers)})
         try:
             cols = ", ".join(f'"{c}"' for c in self.columns) if self.columns else "*"
             return con.sql(f"SELECT {cols} FROM {self.sql_query_fragment()}").to_arrow_table()
         finally:
-            con.close()
+            if conn is None:
+                con.close()
 
     def to_batch_reader(self, batch_size: int = DEFAULT_BATCH_SIZE) -> pa.RecordBatchReader:
         """Stream the dataset as Arrow record batches."""
@@ -231,7 +236,7 @@ class FileSet(DataSet):
             return L.InMemory((), step, tables=[self.to_arrow_table()])
         return super().to_logical(step)
 
-    def to_arrow_table(self) -> pa.Table:
+    def to_arrow_table(self, *_args: Any, **_kwargs: Any) -> pa.Table:
         return pa.table({FILE_PATHS_COLUMN: pa.array(self.resolved_paths, pa.string())})
 
     @property
@@ -313,7 +318,7 @@ class ArrowTableDataSet(DataSet):
     def to_logical(self, step: Step) -> L.LogicalNode:
         return L.InMemory((), step, tables=[self.table])
 
-    def to_arrow_table(self) -> pa.Table:
+    def to_arrow_table(self, *_args: Any, **_kwargs: Any) -> pa.Table:
         return self.table
 
     @property
@@ -353,9 +358,9 @@ class PartitionedDataSet(DataSet):
             )
         return L.Union(tuple(nodes), step)
 
-    def to_arrow_table(self) -> pa.Table:
+    def to_arrow_table(self, *args: Any, **kwargs: Any) -> pa.Table:
         return pa.concat_tables(
-            [d.to_arrow_table() for d in self.datasets], promote_options="permissive"
+            [d.to_arrow_table(*args, **kwargs) for d in self.datasets], promote_options="permissive"
         )
 
 
