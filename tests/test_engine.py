@@ -162,7 +162,7 @@ def test_sort_on_five_times_the_memory_limit_is_total_and_complete(
 @pytest.mark.parametrize("descending", [False, True])
 def test_sort_across_several_ranges_with_nulls(make_session, monkeypatch, descending):
     # small range targets force the range exchange to split even this small input
-    monkeypatch.setattr("millpond.execution.job.RANGE_TARGET_BYTES", 4096)
+    monkeypatch.setattr("millpond.execution.stage_scheduler.RANGE_TARGET_BYTES", 4096)
     rng = np.random.default_rng(7)
     values = rng.integers(-1000, 1000, 20_000).tolist()
     keys = [None if i % 50 == 0 else f"k{v:+05d}" for i, v in enumerate(values)]

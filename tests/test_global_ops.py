@@ -11,7 +11,7 @@ import pytest
 from conftest import DATASET_ROWS
 
 import millpond
-from millpond.execution import job as job_module
+from millpond.execution import stage_scheduler
 from millpond.planning.planner import ONE_QUERY
 
 
@@ -304,7 +304,7 @@ def test_join_rejects_unknown_how(session):
 @pytest.fixture
 def small_range_partitions(monkeypatch):
     """Make the sort's range exchange cut small data into several partitions."""
-    monkeypatch.setattr(job_module, "RANGE_TARGET_BYTES", 16 * 1024)
+    monkeypatch.setattr(stage_scheduler, "RANGE_TARGET_BYTES", 16 * 1024)
 
 
 def assert_sort_plan(session) -> None:

@@ -26,8 +26,9 @@ import pytest
 import millpond
 from millpond.config import parse_size
 from millpond.errors import TaskFailedError
-from millpond.execution import job as job_module
-from millpond.execution.job import MemoryLimitError, plan_fingerprint
+from millpond.execution import resources as resources_module
+from millpond.execution.checkpoint import plan_fingerprint
+from millpond.execution.failures import MemoryLimitError
 from millpond.execution.pool import _take_gpus
 from millpond.planning.logical import Resources
 
@@ -662,7 +663,7 @@ def test_gpu_limit_without_gpus_warns_once_and_runs_on_cpu(
 ):
     caplog.set_level(logging.WARNING, logger="millpond")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    monkeypatch.setattr(job_module, "_warned_no_gpu", False)
+    monkeypatch.setattr(resources_module, "_warned_no_gpu", False)
     runs = tmp_path / "runs"
     runs.mkdir()
     session = make_session("workers", num_executors=2)

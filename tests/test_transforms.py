@@ -521,3 +521,18 @@ def test_partial_sql_takes_smallpond_node_options_and_refuses_unknown_ones(sessi
         df.map("nope(x)", udfs=["nope"])
     with pytest.raises(PlanError, match=r"unexpected keyword argument\(s\) \['udfs'\]"):
         df.map(lambda r: r, udfs=[len])  # a Python step calls no SQL functions
+
+
+def test_map_batches_takes_smallpond_node_options(session):
+    df = session.from_items([{"x": i} for i in range(10)])
+
+    def double(t: pa.Table) -> pa.Table:
+        return pa.table({"y": pc.multiply(t.column("x"), 2)})
+
+    sized = df.map_batches(double, batch_size=4, cpu_limit=2, memory_limit="32MB")
+    assert sized._node.resources == L.Resources(cpu=2, memory=32 * 1024 * 1024)
+    assert sorted(sized.to_arrow().column("y").to_pylist()) == [2 * i for i in range(10)]
+    gpu = df.map_batches(double, cpu_limit=2, gpu_limit=1, num_gpus=0.5)
+    assert gpu._node.resources == L.Resources(cpu=2, gpu=0.5)
+    with pytest.raises(PlanError, match=r"unexpected keyword argument\(s\) \['bach_size'\]"):
+        df.map_batches(double, bach_size=4)

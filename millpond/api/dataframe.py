@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -211,6 +212,7 @@ class DataFrame:
         num_gpus: float | None = None,
         num_cpus: int | None = None,
         timeout: float | None = None,
+        **node_options: Any,
     ) -> DataFrame:
         """A Python function over whole batches (a pyarrow Table, a pandas DataFrame, or a
         dict of numpy arrays). A class is constructed once per worker process and its
@@ -221,7 +223,8 @@ class DataFrame:
         ``(min, max)``): at most ``max`` tasks of the stage run at once; on Ray, a callable
         class with ``concurrency`` runs in a pool of ``min`` to ``max`` actors, each of which
         constructs the class once and runs task after task of the stage. ``timeout``: as
-        in :meth:`map`."""
+        in :meth:`map`. smallpond's ``cpu_limit``/``gpu_limit``/``memory_limit`` size the
+        tasks too (``num_cpus``/``num_gpus``, when given, win)."""
         if batch_format not in BATCH_FORMATS:
             raise PlanError(f"batch_format must be one of {BATCH_FORMATS}, got {batch_format!r}")
         step = user_step(f"map_batches({callable_name(func)})")
@@ -230,9 +233,14 @@ class DataFrame:
             raise PlanError(f"{step.label}: num_gpus must be a number >= 0, got {num_gpus!r}")
         if num_cpus is not None and not (isinstance(num_cpus, int) and num_cpus >= 1):
             raise PlanError(f"{step.label}: num_cpus must be an integer >= 1, got {num_cpus!r}")
-        resources = None
+        resources = _node_options(step, node_options)
         if num_gpus is not None or num_cpus is not None:
-            resources = L.Resources(cpu=num_cpus or 1, gpu=float(num_gpus or 0.0))
+            base = resources or L.Resources()
+            resources = dataclasses.replace(
+                base,
+                cpu=num_cpus or base.cpu,
+                gpu=float(num_gpus) if num_gpus is not None else base.gpu,
+            )
         return self._python(
             "map_batches",
             func,

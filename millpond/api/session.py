@@ -16,8 +16,9 @@ import pyarrow as pa
 from millpond.api.options import sql_step
 from millpond.config import SessionConfig, default_data_root
 from millpond.errors import DataRootError, PlanError
-from millpond.execution.engine import Engine, LocalEngine
+from millpond.execution.engine import Engine
 from millpond.execution.job import FinalSink, Job, new_job_id, remove_intermediate
+from millpond.execution.local_engine import LocalEngine
 from millpond.execution.outputs import DatasetWrite
 from millpond.execution.plan import PhysicalPlan
 from millpond.execution.report import flush_reports

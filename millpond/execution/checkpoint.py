@@ -56,12 +56,16 @@ class Checkpoints:
         self.dir = job_dir
         self.plan = plan
         self.resumed = False  # the directory held a previous run of the same plan
+        #: the plan's fingerprint once :meth:`begin` has it: this run records its finished
+        #: tasks (None: a job no later run can resume)
+        self.fingerprint: str | None = None
         self._changed: set[int] = set()  # stages that ran tasks (their consumers cannot reuse)
 
     def begin(self, fingerprint: str, job_id: str, description: str) -> bool:
         """Compare ``fingerprint`` with the one the directory holds. The same: resume (see
         :attr:`resumed`, returned). Else remove what a previous run left and record this
         plan's fingerprint, with a summary of its stages."""
+        self.fingerprint = fingerprint
         path = os.path.join(self.dir, FINGERPRINT_FILE)
         previous = None
         try:

@@ -1,33 +1,73 @@
-"""The engine interface, and the embedded engine: tasks run inline in the driver when they
-are small, else on a pool of worker processes sized to the machine."""
+"""The seam between a job and the engines that run its tasks: the :class:`Engine`
+interface, what a task occupies while it runs (:class:`Demand`), what an engine hands back
+(:class:`Outcome`, with a :class:`Failure` when the task failed), and the rule every engine
+follows to pick the next queued task (:func:`take_first_fit`).
+
+It imports nothing heavy: the worker process imports it for :class:`Failure`, and planning
+for :class:`Engine`. The engines themselves live in :mod:`~millpond.execution.local_engine`
+(embedded) and :mod:`~millpond.execution.ray_engine`."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import shutil
-import subprocess
-import threading
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING
-
-import duckdb
-
-from millpond.execution.outcome import Demand, Outcome
-from millpond.execution.task_run import TaskSpec, run_task
-from millpond.execution.watch import Watch
-from millpond.execution.worker import Failure, describe_failure
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from millpond.execution.pool import WorkerPool
+    from millpond.execution.task_run import TaskSpec
+    from millpond.operators.base import Step
 
-log = logging.getLogger("millpond.engine")
+Task = TypeVar("Task")
+Placement = TypeVar("Placement")
+
+
+@dataclass
+class Demand:
+    """What one task occupies while it runs: executor slots, a share of GPUs, and the
+    memory it reserves with a cluster scheduler (bytes; 0: none asked for)."""
+
+    slots: int = 1
+    gpus: float = 0.0
+    memory: int = 0
+
+
+@dataclass
+class Failure:
+    """Why a task failed, in a form that always crosses the process boundary.
+
+    ``kind``: ``user`` (the user's function raised, or what the user asked for cannot be
+    done: a missing column, a result of the wrong type, a full disk, a denied permission —
+    the same on every attempt, so never retried), ``query`` (DuckDB rejected the SQL),
+    ``input`` (an input file is unreadable), ``memory`` (the task's memory budget was
+    exceeded), ``timeout`` (it ran past its timeout), ``system`` (anything else: retried).
+    """
+
+    kind: str
+    message: str
+    traceback: str = ""
+    exception: bytes | None = None
+    step: Step | None = None
+    steps: list[Step] | None = None
+    query: str = ""
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("system", "memory", "timeout")
+
+
+@dataclass
+class Outcome:
+    """A finished task: ``result`` on success, else ``failure``; ``pid``, ``started`` and
+    ``finished`` say where and when it ran (as the driver saw it)."""
+
+    key: object
+    result: object = None
+    failure: Failure | None = None
+    pid: int | None = None
+    started: float = 0.0
+    finished: float = 0.0
 
 
 class Engine(ABC):
@@ -71,140 +111,16 @@ class Engine(ABC):
         """Release workers and connections; idempotent."""
 
 
-def detect_gpus() -> list[str]:
-    """GPUs of this machine: ``CUDA_VISIBLE_DEVICES`` when it is set (empty or ``-1``: none),
-    else the devices ``nvidia-smi -L`` lists, else none."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        devices = [d.strip() for d in visible.split(",") if d.strip()]
-        if devices and devices[0].startswith("-"):
-            return []
-        return devices
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    try:
-        listing = subprocess.run(
-            [smi, "-L"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    devices = [line for line in listing.splitlines() if line.startswith("GPU")]
-    return [str(i) for i in range(len(devices))]
-
-
-class LocalEngine(Engine):
-    """The embedded engine: no services, a pool of worker processes started on first need."""
-
-    name = "local"
-
-    def __init__(self, num_executors: int) -> None:
-        self.num_executors = num_executors
-        self._pool: WorkerPool | None = None
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._query_thread: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self._gpus: list[str] | None = None
-
-    @property
-    def parallelism(self) -> int:
-        return self.num_executors
-
-    @property
-    def gpus(self) -> list[str]:
-        if self._gpus is None:
-            self._gpus = detect_gpus()
-        return self._gpus
-
-    @property
-    def pool(self) -> WorkerPool:
-        with self._lock:
-            if self._pool is None:
-                # imported on first use: inline jobs never start a pool (multiprocessing
-                # and cloudpickle cost a cold process ~40 ms)
-                from millpond.execution.pool import WorkerPool
-
-                self._pool = WorkerPool(self.num_executors, self.gpus)
-            return self._pool
-
-    @property
-    def worker_pids(self) -> list[int]:
-        return self._pool.pids if self._pool is not None else []
-
-    def run(
-        self,
-        queue: deque[TaskSpec],
-        inline: bool,
-        demand: Callable[[TaskSpec], Demand] | None = None,
-    ) -> Iterator[Outcome]:
-        if inline:
-            yield from self._run_inline(queue)
-            return
-        yield from self.pool.run(queue, demand=demand, watch=_watch)
-
-    def _run_inline(self, queue: deque[TaskSpec]) -> Iterator[Outcome]:
-        """One task at a time in this process (a task's demand is always met). Only SQL
-        runs here, never the user's Python. The query runs on a thread of its own while
-        this (main) thread waits: Ctrl-C and SIGTERM reach it at once, and a task past its
-        timeout, or interrupted, has its queries stopped."""
-        if self._con is None:
-            self._con = duckdb.connect()
-        if self._query_thread is None:
-            self._query_thread = ThreadPoolExecutor(1, thread_name_prefix="millpond-sql")
-        pid = os.getpid()
-        while queue:
-            spec = queue.popleft()
-            started = time.time()
-            cursors: list[duckdb.DuckDBPyConnection] = []
-            running = self._query_thread.submit(run_task, spec, self._con, cursors)
-            try:
-                result = running.result(timeout=spec.timeout)
-            except FutureTimeout as exc:
-                if running.done():  # the task's own TimeoutError, not the wait's
-                    failure = describe_failure(exc)
-                else:
-                    _stop(running, cursors)
-                    message = f"it ran longer than its timeout of {spec.timeout:g} s"
-                    failure = Failure("timeout", message)
-            except Exception as exc:  # noqa: BLE001 - classified like a worker's failure
-                failure = describe_failure(exc)
-            except BaseException:  # interrupted: stop the query before giving up on it
-                _stop(running, cursors)
-                raise
-            else:
-                yield Outcome(
-                    spec, result=result, pid=pid, started=started, finished=result.finished
-                )
-                continue
-            yield Outcome(spec, failure=failure, pid=pid, started=started, finished=time.time())
-
-    def shutdown(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
-            if self._query_thread is not None:
-                self._query_thread.shutdown(wait=True)
-                self._query_thread = None
-            if self._con is not None:
-                self._con.close()
-                self._con = None
-
-
-def _watch(spec: TaskSpec) -> Watch:
-    """The limits the pool enforces on a task: its memory budget on the whole worker
-    process, and its timeout."""
-    return Watch(memory=spec.memory_limit, timeout=spec.timeout)
-
-
-def _stop(running: Future, cursors: list[duckdb.DuckDBPyConnection]) -> None:
-    """Interrupt the queries of a task (past its timeout, or the job interrupted) and wait
-    until its thread has let go of the connection."""
-    while not running.done():
-        for cursor in list(cursors):
-            try:
-                cursor.interrupt()
-            except duckdb.Error:  # closed meanwhile
-                pass
-        with contextlib.suppress(Exception):  # a second Ctrl-C still gets through
-            running.exception(timeout=0.1)
+def take_first_fit(
+    queue: deque[Task], place: Callable[[Task], Placement | None]
+) -> tuple[Task, Placement] | None:
+    """Take out of ``queue`` the first task, in queue order, that ``place`` finds room for,
+    with where it went; None when none fits now. ``place`` takes the room a task needs and
+    says where (or returns None: it waits). The first that fits, not only the head: CPU
+    tasks behind a GPU task that waits for a device still start."""
+    for position, task in enumerate(queue):
+        placement = place(task)
+        if placement is not None:
+            del queue[position]
+            return task, placement
+    return None

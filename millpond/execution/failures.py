@@ -14,9 +14,9 @@ from millpond.errors import (  # MemoryLimitError, UserFunctionError: raised fro
     TaskTimeoutError,
     UserFunctionError,
 )
+from millpond.execution.engine import Failure
 from millpond.execution.plan import Stage
 from millpond.execution.task_run import TaskSpec
-from millpond.execution.worker import Failure
 
 MAX_QUERY_IN_ERROR = 4000
 

@@ -1,10 +1,11 @@
 """A job: run a physical plan stage by stage on an engine, with retries, progress, clean-up,
-and errors that point at the user's step.
-
-Its parts live beside it: :mod:`~millpond.execution.failures` (the exceptions it raises),
-:mod:`~millpond.execution.checkpoint` (resuming), :mod:`~millpond.execution.resources`
-(what one task may use), :mod:`~millpond.execution.inputs` (exchanges at run time) and
-:mod:`~millpond.execution.report` (its report)."""
+and errors that point at the user's step. This module holds its life cycle (start, finish,
+report, clean-up, the record of a failure); its parts live beside it:
+:mod:`~millpond.execution.stage_scheduler` (running the stages, pipelined where they can),
+:mod:`~millpond.execution.task_builder` (the spec and sink of each task attempt),
+:mod:`~millpond.execution.retry_policy` (which failures run again),
+:mod:`~millpond.execution.failures` (the exceptions it raises),
+:mod:`~millpond.execution.checkpoint` (resuming) and :mod:`~millpond.execution.report`."""
 
 from __future__ import annotations
 
@@ -13,95 +14,43 @@ import logging
 import os
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from millpond.config import MB, SessionConfig, describe_size
+from millpond.config import SessionConfig
 from millpond.errors import JobInterrupted
 from millpond.execution.checkpoint import (
     Checkpoints,
     describe_final_sinks,
-    output_files,
     plan_fingerprint,
     remove_intermediate,
 )
 from millpond.execution.engine import Engine
-from millpond.execution.failures import (
-    MemoryLimitError,
-    RemoteTraceback,
-    UserFunctionError,
-    describe_node,
-    error_text,
-    task_error,
-)
-from millpond.execution.inputs import (
-    merge_partitions,
-    one_to_one_input,
-    prepare_range,
-    runs_inline,
-    task_inputs,
-)
+from millpond.execution.failures import describe_node, error_text
 from millpond.execution.interrupts import interruption, terminate_raises
-from millpond.execution.outcome import Demand
-from millpond.execution.plan import PhysicalPlan, SourceSlot, Stage
-from millpond.execution.progress import progress_enabled, stage_bar
-from millpond.execution.report import StageReport, TaskRecord, flush_reports, write_report
-from millpond.execution.resources import TaskResources
-from millpond.execution.stage_run import StageRun, concurrency_cap
-from millpond.execution.task_run import TaskResult, TaskSpec
-from millpond.execution.worker import Failure
-from millpond.io.safety import is_within, remove_path
-from millpond.operators.base import Step
-from millpond.operators.data import DataInput, PartitionInput, ScanInput
-from millpond.operators.sinks import (
-    BucketSink,
-    CountSink,
-    MaterializeSink,
-    SampleSink,
-    Sink,
-    WriteSink,
+from millpond.execution.plan import PhysicalPlan
+from millpond.execution.progress import progress_enabled
+from millpond.execution.report import (
+    JobSnapshot,
+    StageReport,
+    TaskRecord,
+    flush_reports,
+    write_report,
 )
+from millpond.execution.stage_scheduler import StageScheduler
+from millpond.execution.task_builder import FinalSink, TaskBuilder
+from millpond.execution.task_run import TaskResult
+from millpond.io.safety import remove_path
 
-__all__ = [
-    "RANGE_TARGET_BYTES",
-    "FinalSink",
-    "Job",
-    "MemoryLimitError",
-    "RemoteTraceback",
-    "StageReport",
-    "TaskRecord",
-    "UserFunctionError",
-    "new_job_id",
-    "output_files",
-    "plan_fingerprint",
-    "remove_intermediate",
-]
+__all__ = ["FinalSink", "Job", "new_job_id", "remove_intermediate"]
 
 log = logging.getLogger("millpond.job")
 
-#: about this much data per range of a total-order sort (read when each sort runs)
-RANGE_TARGET_BYTES = 64 * MB
-SQL_TASK_BYTES = 1024 * MB  # input of one task of a SQL stage whose partitioning is unseen
-
-#: builds the final stage's sink for task i; ``None`` → directory to materialize in
-FinalSink = Callable[[int, bool], Sink]
+FAILED_FILE = "FAILED.txt"
+REPORT_EVERY_S = 2.0  # jobs running longer rewrite their report after each stage
 
 
 def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
-
-
-FAILED_FILE = "FAILED.txt"
-REPORT_EVERY_S = 2.0  # jobs running longer rewrite their report after each stage
-_warned_no_gpu = False  # one warning per process of a gpu_limit on a machine without GPUs
-
-
-def _first_no_gpu_warning() -> bool:
-    """Whether a job of this process finds no GPU for a ``gpu_limit`` for the first time."""
-    global _warned_no_gpu
-    first = not _warned_no_gpu
-    _warned_no_gpu = True
-    return first
 
 
 class Job:
@@ -136,29 +85,56 @@ class Job:
         self.final_sink = final_sink
         self.description = description
         self.resumable = resumable
-        self.results: dict[int, list[TaskResult]] = {}
-        self.reports: list[StageReport] = []
-        self.records: list[TaskRecord] = []
-        self.progress = progress_enabled(config.progress)
         self.status = "pending"  # running, succeeded, failed, interrupted, cancelled
         self.error: str | None = None
         self.started: float | None = None
         self.finished: float | None = None
-        self.fingerprint: str | None = None
         self.checkpoints = Checkpoints(self.dir, plan)
-        self.resources = TaskResources(config, engine, _first_no_gpu_warning)
-        self.stage_tasks: dict[int, tuple[int, bool]] = {}  # stage id -> (tasks, inline)
-        self._in_memory: dict[int, bool] = {}  # stage id -> outputs kept as Arrow tables
-        #: stages whose outputs stay in the engine's object store for a pipelined consumer
-        self.object_outputs: set[int] = set()
-        #: stages that ran beside their producer, task by task
-        self.pipelined: set[int] = set()
-        self._running_stage: int | None = None
+        tasks = TaskBuilder(self.job_id, self.dir, description, config, engine, self._final_sinks)
+        self._stages = StageScheduler(
+            plan, engine, config, self.checkpoints, tasks, progress_enabled(config.progress)
+        )
 
+    # -- what it is and what it did ---------------------------------------------------
     @property
     def resumed(self) -> bool:
         """Whether the directory held a previous run of the same plan."""
         return self.checkpoints.resumed
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The plan's fingerprint, once a resumable job has started (None otherwise)."""
+        return self.checkpoints.fingerprint
+
+    @property
+    def results(self) -> dict[int, list[TaskResult]]:
+        """Each finished stage's task results, in partition order, by stage id."""
+        return self._stages.results
+
+    @property
+    def reports(self) -> list[StageReport]:
+        """One report per finished stage, in the order they ended."""
+        return self._stages.reports
+
+    @property
+    def records(self) -> list[TaskRecord]:
+        """One record per task attempt (and per result reused from a previous run)."""
+        return self._stages.records
+
+    @property
+    def stage_tasks(self) -> dict[int, tuple[int, bool]]:
+        """How each started stage runs: (number of tasks, inline), by stage id."""
+        return self._stages.stage_tasks
+
+    @property
+    def pipelined(self) -> set[int]:
+        """The stages that ran beside their producer, task by task."""
+        return self._stages.pipelined
+
+    @property
+    def object_outputs(self) -> set[int]:
+        """The stages whose outputs went to their consumers through the object store."""
+        return self._stages.object_outputs
 
     @property
     def _final_sinks(self) -> list[FinalSink | None]:
@@ -183,7 +159,32 @@ class Job:
         flush_reports()
         return os.path.join(self.dir, "report.json")
 
-    # -- public ---------------------------------------------------------------
+    def snapshot(self) -> JobSnapshot:
+        """The job as its report shows it, now."""
+        stages = self._stages
+        return JobSnapshot(
+            job_id=self.job_id,
+            session_id=self.session_id,
+            description=self.description,
+            status=self.status,
+            error=self.error,
+            started=self.started,
+            finished=self.finished,
+            directory=self.dir,
+            engine=self.engine.name,
+            dashboard_url=self.engine.dashboard_url,
+            resumed=self.resumed,
+            fingerprint=self.fingerprint,
+            stages=list(self.plan.stages),
+            running_stage=stages.running_stage if self.status == "running" else None,
+            stage_tasks=dict(stages.stage_tasks),
+            pipelined=frozenset(stages.pipelined),
+            object_outputs=frozenset(stages.object_outputs),
+            reports=list(stages.reports),
+            records=list(stages.records),
+        )
+
+    # -- running ------------------------------------------------------------------
     def run(self) -> list[TaskResult]:
         """Run every stage; returns the final stage's results in partition order."""
         for _ in self._execute(stream=False):
@@ -207,7 +208,9 @@ class Job:
                 self._start()
                 for stage in self.plan.stages:
                     if stage.id not in self.results:
-                        yield from self._run_stages(stage, stream)
+                        yield from self._stages.run(stage, stream)
+                        if time.time() - self.started >= REPORT_EVERY_S:
+                            self._write_report()  # a long job: report its progress
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: workers are stopped by now
             interrupted = interruption(
                 exc,
@@ -231,7 +234,7 @@ class Job:
             return
         remove_intermediate(self.dir)
 
-    # -- lifecycle ------------------------------------------------------------
+    # -- life cycle ---------------------------------------------------------------
     def _start(self) -> None:
         self.status = "running"
         self.started = time.time()
@@ -242,12 +245,12 @@ class Job:
             # a fresh directory no later run can find: nothing to resume, nothing to record
             return
         try:
-            self.fingerprint = plan_fingerprint(self.plan, describe_final_sinks(self._final_sinks))
+            fingerprint = plan_fingerprint(self.plan, describe_final_sinks(self._final_sinks))
         except Exception:  # noqa: BLE001 - resuming is best effort; the job still runs
             log.warning("%s: cannot fingerprint the plan; it will not resume", self.job_id)
             log.debug("fingerprint failure", exc_info=True)
             return
-        self.checkpoints.begin(self.fingerprint, self.job_id, self.description)
+        self.checkpoints.begin(fingerprint, self.job_id, self.description)
 
     def _finish(self, exc: BaseException | None) -> None:
         self.finished = time.time()
@@ -263,342 +266,22 @@ class Job:
             self.status = "failed"
             self.error = error_text(exc)
             self._record_failure(exc)
-        self._running_stage = None
         self._write_report()
 
     def _write_report(self) -> None:
         try:
-            write_report(self)
+            write_report(self.snapshot())
         except Exception:  # noqa: BLE001 - a report must never fail the job
             log.warning("could not write the report of %s", self.job_id, exc_info=True)
 
-    # -- tasks ----------------------------------------------------------------
-    def _sink(
-        self,
-        stage: Stage,
-        index: int,
-        attempt: int,
-        inline: bool,
-        slots: list[PartitionInput] | None = None,
-    ) -> Sink:
-        """Where a task's output goes: Arrow tables in memory for small stages run inline,
-        else files under the job directory (bounded memory, whatever runs the task)."""
-        base = os.path.join(self.dir, f"stage-{stage.id}")
-        in_memory = inline and self._in_memory.get(stage.id, True)
-        in_memory = in_memory or stage.id in self.object_outputs
-        if stage.sink_kind == "final":
-            return self._final_sinks[stage.output or 0](index, in_memory)
-        if stage.sink_kind == "sample":
-            return SampleSink(stage.sample_column or "", _input_bytes(slots or []))
-        if stage.sink_kind == "buckets":
-            directory = None if in_memory else os.path.join(base, f"task-{index:05d}-a{attempt}")
-            return BucketSink(stage.bucketing, stage.bucket_step, directory)
-        path = None if in_memory else os.path.join(base, f"part-{index:05d}-a{attempt}.parquet")
-        return MaterializeSink(path, sample_column=stage.sample_column)
-
-    def _spec(
-        self,
-        stage: Stage,
-        index: int,
-        slots: list[PartitionInput],
-        inline: bool,
-        attempt: int = 0,
-        memory_limit: int | None = None,
-    ) -> TaskSpec:
-        """Attempt ``attempt`` of task ``index`` of ``stage``, reading ``slots``."""
-        budget = self.resources.budget(stage, inline, memory_limit)
-        timeout, timeout_origin = self.resources.timeout(stage)
-        return TaskSpec(
-            job_id=self.job_id,
-            stage_id=stage.id,
-            index=index,
-            stage_label=stage.describe_ops(),
-            slots=slots,
-            ops=stage.ops,
-            sink=self._sink(stage, index, attempt, inline, slots),
-            sink_step=stage.bucket_step or Step(self.description),
-            memory_limit=budget.memory,
-            # per session, not per job: a worker's DuckDB keeps the spill directory it first used
-            temp_dir=os.path.join(os.path.dirname(self.dir), "spill"),
-            batch_size=self.config.batch_size,
-            threads=budget.threads,
-            attempt=attempt,
-            executor_slots=budget.executor_slots,
-            gpus=budget.gpus,
-            memory_request=budget.memory if (stage.memory_limit or memory_limit) else 0,
-            timeout=timeout,
-            timeout_origin=timeout_origin,
-        )
-
-    # -- running stages ---------------------------------------------------------
-    def _begin(self, stage: Stage) -> StageRun:
-        """Decide how ``stage`` runs (inline or on the engine's workers, in how many tasks)
-        from the outputs of the stages it reads, which have all ended."""
-        if stage.range_from is not None:
-            # RANGE_TARGET_BYTES is read here, at run time: tests make it small
-            prepare_range(stage, self.results, RANGE_TARGET_BYTES)
-        inputs = task_inputs(stage, self.results, self.plan.stages, self.engine.parallelism)
-        small = runs_inline(inputs, self.config.inline_bytes)
-        # DuckDB parallelizes SQL itself, better than tasks on processes do: SQL-only stages
-        # run in the driver on every core (inline_bytes=0 keeps everything on the workers),
-        # and those feeding a shuffle take their input in a few large tasks
-        sql_only = (
-            self.config.inline_bytes > 0
-            and self.engine.runs_sql_stages_inline
-            and all(op.runs_in == "sql" for op in stage.ops)
-        )
-        if sql_only and not small and self._partitioning_unseen(stage):
-            inputs = merge_partitions(inputs, SQL_TASK_BYTES)
-        inline = (small or sql_only) and not stage.runs_user_code
-        if inline and stage.gpu_limit and not self.engine.runs_gpu_stages_inline:
-            inline = False  # GPU tasks go where the engine has GPUs
-        if inline and concurrency_cap(stage) and not self.engine.runs_gpu_stages_inline:
-            inline = False  # map_batches(concurrency=) runs in the engine's workers (actors)
-        self._in_memory[stage.id] = small
-        return self._new_run(stage, inputs, inline)
-
-    def _partitioning_unseen(self, stage: Stage) -> bool:
-        """Whether ``stage`` may take its input in fewer, larger tasks, each a DuckDB query
-        on every core: its steps work row by row (so they give the same rows over any
-        grouping of partitions) and where its rows go does not keep the partitions apart:
-        the buckets of a shuffle, a row count, or files written for the user (one writer
-        per core instead of one file per input partition)."""
-        if stage.sink_kind == "final":
-            make = self._final_sinks[stage.output or 0]
-            if make is None or not isinstance(make(0, False), (WriteSink, CountSink)):
-                return False
-        elif stage.sink_kind != "buckets":
-            return False
-        return stage.rowwise
-
-    def _begin_pipelined(self, stage: Stage, producer: StageRun) -> StageRun:
-        """``stage`` runs beside ``producer`` on the workers: task i as soon as the
-        producer's task i has ended (its inputs are filled in then)."""
-        self._in_memory[stage.id] = False
-        self.pipelined.add(stage.id)
-        inputs: list[list[PartitionInput] | None] = [None] * producer.ntasks
-        run = self._new_run(stage, inputs, inline=False)
-        run.producer = producer
-        producer.consumers.append(run)
-        return run
-
-    def _new_run(
-        self, stage: Stage, inputs: list[list[PartitionInput] | None], inline: bool
-    ) -> StageRun:
-        ntasks = len(inputs)
-        self.stage_tasks[stage.id] = (ntasks, inline)
-        reused = self.checkpoints.reusable(stage, ntasks)
-        label = f"stage {stage.id + 1}/{len(self.plan.stages)}: {_short(stage.describe_ops())}"
-        run = StageRun(stage, inputs, inline, label, reused)
-        for _, result in sorted(reused.items()):
-            self.records.append(TaskRecord.of_result(result, "reused"))
-        if run.todo and not run.enough_rows():
-            self.checkpoints.mark_changed(stage)
-        log.debug(
-            "%s: %d task(s) (%d reused), %s",
-            label,
-            ntasks,
-            len(reused),
-            "inline" if inline else "workers",
-        )
-        run.bar = stage_bar(ntasks, label, self.progress)
-        run.bar.update(len(reused))
-        return run
-
-    def _pipeline(self, run: StageRun) -> list[StageRun]:
-        """``run`` and the stages that run beside it: those taking its output task by task
-        (and theirs), when it runs on the workers."""
-        runs = [run]
-        if not self.config.pipelining:
-            return runs
-        for current in runs:
-            if current.inline or current.stage.limit_rows is not None:
-                continue
-            consumers = self.plan.pipelined_consumers(current.stage.id)
-            for consumer in consumers:
-                runs.append(self._begin_pipelined(consumer, current))
-            if consumers and self._keeps_output(current, consumers):
-                self.object_outputs.add(current.stage.id)
-        return runs
-
-    def _keeps_output(self, run: StageRun, consumers: list[Stage]) -> bool:
-        """Whether ``run``'s outputs go to its pipelined consumers through the engine's
-        object store (Ray: 1.4-2.5x faster than a Parquet file per partition, bench handoff):
-        when nothing else reads them, no later run of the job may resume from them, and
-        the tasks that make them are plain tasks (Ray can rebuild a lost output by running
-        such a task again; not an actor's)."""
-        return (
-            self.engine.keeps_outputs
-            and self.fingerprint is None
-            and run.cap is None
-            and {s.id for s in self.plan.consumers(run.stage.id)} == {s.id for s in consumers}
-        )
-
-    def _hand_new(self, run: StageRun, index: int, queue: deque[TaskSpec]) -> None:
-        """Hand the first attempt of task ``index`` of ``run`` to the engine."""
-        spec = self._spec(run.stage, index, run.inputs[index], run.inline)
-        if self.resumed:  # what a killed run left of this task's output
-            self._discard_attempt(spec)
-        run.hand(spec, queue, first=run.producer is not None)
-
-    def _feed(self, consumer: StageRun, index: int, result: TaskResult, queue) -> None:
-        """The producer's task ``index`` ended: the consumer's task ``index`` may start."""
-        row: list[PartitionInput] = []
-        for slot in consumer.stage.slots:
-            if isinstance(slot, SourceSlot):  # broadcast: the same for every task
-                row.append(slot.partitions[0])
-            else:
-                row.append(one_to_one_input(result))
-        consumer.inputs[index] = row
-        if index not in consumer.reused:
-            self._hand_new(consumer, index, queue)
-
-    def _run_stages(self, head: Stage, stream: bool) -> Iterator[TaskResult]:
-        """Run ``head`` and, pipelined beside it, the stages that take its output task by
-        task; with ``stream``, yield the final stage's results in partition order."""
-        self._running_stage = head.id
-        runs = self._pipeline(self._begin(head))
-        by_id = {run.stage.id: run for run in runs}
-        final = by_id.get(self.plan.final.id) if stream else None
-        queue: deque[TaskSpec] = deque()
-        first = runs[0]
-        if not first.enough_rows():
-            for index in first.todo:
-                self._hand_new(first, index, queue)
-        for run in runs[1:]:  # tasks whose producer's result was reused
-            for index, result in enumerate(run.producer.results):
-                if result is not None:
-                    self._feed(run, index, result, queue)
-        max_retry = 0 if self.config.fail_fast else self.config.max_retry
-        outcomes = self.engine.run(queue, first.inline, _demand) if queue else iter(())
-        try:
-            if final is not None:
-                yield from final.ready_in_order()
-            for outcome in outcomes:
-                run = by_id[outcome.key.stage_id]
-                result = self._settle(run, outcome, queue, max_retry)
-                if result is None:
-                    continue
-                for consumer in run.consumers:
-                    self._feed(consumer, result.index, result, queue)
-                if run.producer is not None and run.producer.stage.id in self.object_outputs:
-                    run.producer.release(result.index)
-                if run is final:
-                    yield from final.ready_in_order()
-                if run.enough_rows():
-                    run.drop_waiting(queue)
-                    if not queue and all(r.handed == 0 for r in runs if r is not run):
-                        break
-        finally:
-            close = getattr(outcomes, "close", None)
-            if close is not None:
-                close()
-            for run in runs:
-                run.bar.close()
-        for run in runs:
-            self.reports.append(run.report())
-            self.results[run.stage.id] = run.done()
-        if time.time() - self.started >= REPORT_EVERY_S:  # a long job: report its progress
-            self._write_report()
-
-    def _settle(
-        self, run: StageRun, outcome, queue: deque[TaskSpec], max_retry: int
-    ) -> TaskResult | None:
-        """Record an outcome of a task of ``run``: its result, or a retry handed back to the
-        engine (the job ends with the task's error when it cannot be retried)."""
-        stage = run.stage
-        spec: TaskSpec = outcome.key
-        self._running_stage = stage.id
-        if outcome.failure is not None:
-            failure = outcome.failure
-            record = TaskRecord(
-                stage.id,
-                spec.index,
-                spec.attempt,
-                "failed",
-                outcome.started,
-                outcome.finished,
-                outcome.pid,
-                error=f"{failure.kind}: {failure.message}",
-                memory_limit=spec.memory_limit,
-            )
-            self.records.append(record)
-            retry = self._retry(stage, spec, failure, run.inline, run.system_failures, max_retry)
-            if retry is None:
-                raise task_error(failure, spec, stage, self.job_id, self.config.memory_limit)
-            record.retried = True
-            run.retries += 1
-            self._discard_attempt(spec)
-            queue.append(retry)  # in the place of the failed attempt
-            return None
-        result: TaskResult = outcome.result
-        run.results[spec.index] = result
-        run.task_ended(queue)
-        if self.fingerprint is not None:  # a resumable job: record its progress
-            self.checkpoints.save_done(result)
-        self.records.append(
-            TaskRecord.of_result(result, "ok", outcome, memory_limit=spec.memory_limit)
-        )
-        run.bar.update(1)
-        return result
-
-    def _retry(
-        self,
-        stage: Stage,
-        spec: TaskSpec,
-        failure: Failure,
-        inline: bool,
-        system_failures: dict[int, int],
-        max_retry: int,
-    ) -> TaskSpec | None:
-        """The next attempt of a failed task, or None when the failure ends the job: a
-        failed system task is retried up to ``max_retry`` times; one out of memory with
-        twice its budget while that fits in the session's memory; nothing with fail_fast."""
-        if failure.kind == "memory":
-            budget = spec.memory_limit * 2
-            if self.config.fail_fast or inline or budget > self.config.memory_limit:
-                return None
-            log.warning(
-                "%s of %s ran out of memory with %s; retrying with %s",
-                spec.name,
-                describe_node(stage),
-                describe_size(spec.memory_limit),
-                describe_size(budget),
-            )
-            return self._spec(
-                stage, spec.index, spec.slots, inline, spec.attempt + 1, memory_limit=budget
-            )
-        if not failure.retryable:
-            return None
-        system_failures[spec.index] = system_failures.get(spec.index, 0) + 1
-        if system_failures[spec.index] > max_retry:
-            return None
-        log.warning("%s failed (%s); retrying", spec.name, failure.message)
-        return self._spec(
-            stage, spec.index, spec.slots, inline, spec.attempt + 1, memory_limit=spec.memory_limit
-        )
-
-    def _discard_attempt(self, spec: TaskSpec) -> None:
-        """Remove what an attempt of a task wrote (whole or in part)."""
-        paths = spec.sink.attempt_paths()
-        paths.append(
-            os.path.join(
-                self.dir, f"stage-{spec.stage_id}", f"work-{spec.index:05d}-a{spec.attempt}"
-            )
-        )
-        for path in paths:
-            try:  # under the job directory, or a user output's staging (data files only)
-                remove_path(path, within=self.dir if is_within(path, self.dir) else None)
-            except OSError:
-                log.debug("could not remove %s", path, exc_info=True)
-
-    # -- errors ---------------------------------------------------------------
     def _record_failure(self, exc: BaseException) -> None:
+        """Write ``FAILED.txt``: what failed, in which stage, and where the report is."""
+        running = self._stages.running_stage
         try:
             os.makedirs(self.dir, exist_ok=True)
             stage = (
-                f" in stage {self._running_stage} ({describe_node(self.plan.stages[self._running_stage])})"
-                if self._running_stage is not None
+                f" in stage {running} ({describe_node(self.plan.stages[running])})"
+                if running is not None
                 else ""
             )
             verb = "was interrupted" if isinstance(exc, JobInterrupted) else "failed"
@@ -610,22 +293,3 @@ class Job:
                 )
         except OSError:
             pass
-
-
-def _input_bytes(slots: list[PartitionInput]) -> int:
-    """Bytes a task reads: its source files, or the pieces earlier tasks made."""
-    total = 0
-    for part in slots:
-        if isinstance(part, ScanInput):
-            total += part.nbytes
-        elif isinstance(part, DataInput):
-            total += sum(max(0, piece.nbytes) for piece in part.pieces)
-    return total
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _demand(spec: TaskSpec) -> Demand:
-    return Demand(spec.executor_slots, spec.gpus, spec.memory_request)

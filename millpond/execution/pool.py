@@ -15,13 +15,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import wait
 
 import cloudpickle
 
-from millpond.execution.outcome import Demand, Outcome
+from millpond.execution.engine import Demand, Failure, Outcome, take_first_fit
 from millpond.execution.watch import WATCH_INTERVAL_S, Watch, resident_bytes
-from millpond.execution.worker import Failure, worker_main
+from millpond.execution.worker import worker_main
 
 log = logging.getLogger("millpond.pool")
 
@@ -159,10 +160,13 @@ class WorkerPool:
         try:
             while True:
                 for worker in [w for w in self._workers if w.job is None]:
-                    picked = self._first_fit(queue, demand, free_slots, free_gpus)
+                    place = partial(
+                        self._place, demand=demand, free_slots=free_slots, free_gpus=free_gpus
+                    )
+                    picked = take_first_fit(queue, place)
                     if picked is None:
                         break
-                    key, slots, gpus = picked
+                    key, (slots, gpus) = picked
                     env = {}
                     if gpus:
                         env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus[i] for i, _ in gpus)
@@ -231,25 +235,23 @@ class WorkerPool:
                 if worker.job is not None:
                     self._replace(worker, kill=True)
 
-    def _first_fit(
+    def _place(
         self,
-        queue: deque,
+        key: object,
         demand: Callable[[object], Demand] | None,
         free_slots: int,
         free_gpus: list[float],
-    ) -> tuple[object, int, list[tuple[int, float]]] | None:
-        """Take the first task of ``queue`` whose demand fits now: (task, slots, GPUs)."""
-        for position, key in enumerate(queue):
-            need = demand(key) if demand is not None else Demand()
-            slots = max(1, min(need.slots, self.size))
-            if slots > free_slots:
-                continue
-            gpus = _take_gpus(free_gpus, min(need.gpus, float(len(self.gpus))))
-            if gpus is None:
-                continue
-            del queue[position]
-            return key, slots, gpus
-        return None
+    ) -> tuple[int, list[tuple[int, float]]] | None:
+        """The slots and GPUs task ``key`` takes if its demand fits in what is free now
+        (the GPUs are taken from ``free_gpus``, each device's unused fraction), else None."""
+        need = demand(key) if demand is not None else Demand()
+        slots = max(1, min(need.slots, self.size))
+        if slots > free_slots:
+            return None
+        gpus = _take_gpus(free_gpus, min(need.gpus, float(len(self.gpus))))
+        if gpus is None:
+            return None
+        return slots, gpus
 
     def _arm(self, worker: _Worker, watch: Watch) -> None:
         """Set the limits of the task ``worker`` has just been given."""

@@ -22,15 +22,14 @@ import cloudpickle
 import duckdb
 
 from millpond.config import describe_size
-from millpond.execution.engine import Engine, LocalEngine
-from millpond.execution.outcome import Demand, Outcome
+from millpond.execution.engine import Demand, Engine, Failure, Outcome, take_first_fit
+from millpond.execution.local_engine import LocalEngine
 from millpond.execution.ray_pools import ActorPool, Flight, Usage, pool_op
 from millpond.execution.task_run import TaskSpec
-from millpond.execution.worker import Failure, execute, run_payload
+from millpond.execution.worker import execute, run_payload
 from millpond.io.filesystem import is_local
 from millpond.io.safety import remove_path
 from millpond.operators.data import DataInput, ObjectPartition, TablePartition
-from millpond.operators.sinks import MaterializeSink
 
 log = logging.getLogger("millpond.ray")
 
@@ -106,12 +105,6 @@ def _ship(spec: TaskSpec) -> tuple[TaskSpec, list[object]]:
     if not refs:
         return spec, refs
     return dataclasses.replace(spec, slots=slots), refs
-
-
-def _keeps_output(spec: TaskSpec) -> bool:
-    """Whether the task's output stays in Ray's object store: the job asked for it in
-    memory (a sink without a path) while the task runs on the cluster."""
-    return isinstance(spec.sink, MaterializeSink) and spec.sink.path is None
 
 
 def _sees_file(path: str) -> bool:
@@ -359,16 +352,15 @@ class RayEngine(Engine):
         """Hand Ray every queued task that fits now. With nothing in flight the first one
         starts whatever it asks (idle actors make room for it): the job never stalls."""
         usage = Usage.of(pending, pools, queue)
-        position = 0
-        while position < len(queue):
-            spec = queue[position]
+
+        def place(spec: TaskSpec) -> Flight | None:
             need = self._fit(demand(spec) if demand is not None else Demand())
-            if self._start(spec, need, usage, pending, pools, force=False) is not None:
-                del queue[position]
-                continue
-            position += 1
-            if usage.cpus + 1 > self._cpus and not any(p.idle for p in pools.values()):
-                break  # the cluster is full: nothing further back can start either
+            return self._start(spec, need, usage, pending, pools, force=False)
+
+        # until the cluster is full: then no task can start (each needs a CPU or an idle actor)
+        while usage.cpus + 1 <= self._cpus or any(p.idle for p in pools.values()):
+            if take_first_fit(queue, place) is None:
+                break
         if queue and not pending:
             for pool in pools.values():
                 pool.drop_idle()
@@ -417,7 +409,7 @@ class RayEngine(Engine):
             options["max_retries"] = 0  # the job retries, and knows the attempt
             shipped, refs = _ship(spec)
             actor = None
-            if _keeps_output(spec):
+            if spec.keep_output:  # in the object store, for the pipelined task that reads it
                 # Ray may run it again to rebuild an output it lost (there is no file)
                 options.update(num_returns=2, max_retries=3)
                 ref, data = self._keeping.options(**options).remote(

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from millpond.execution.outcome import Demand
+from millpond.execution.engine import Demand
 from millpond.execution.task_run import TaskSpec
 
 if TYPE_CHECKING:

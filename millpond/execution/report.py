@@ -1,6 +1,7 @@
 """A job's report: ``report.json`` (the data) and ``report.html`` (a self-contained page: the
 plan, a task timeline with one lane per process, a table per stage, retries and the error).
-Both are written into the job's directory when it starts, after each stage, and at its end."""
+Both are written into the job's directory when it starts, after each stage, and at its end,
+from a :class:`JobSnapshot` the job takes of itself (the report never reads a job's state)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,9 @@ import threading
 import time
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING
 
 from millpond.config import describe_size
 from millpond.execution.plan import SourceSlot, Stage, StageSlot
-
-if TYPE_CHECKING:
-    from millpond.execution.job import Job
 
 log = logging.getLogger("millpond.report")
 
@@ -91,7 +88,33 @@ class TaskRecord:
         )
 
 
-def _where(job, stage_id: int, inline: bool | None) -> str | None:
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job as its report shows it, at one moment: who it is, how far it got, and what
+    its stages and task attempts did (copies: the job goes on changing)."""
+
+    job_id: str
+    session_id: str
+    description: str
+    status: str  # pending, running, succeeded, failed, interrupted, cancelled
+    error: str | None
+    started: float | None
+    finished: float | None
+    directory: str
+    engine: str
+    dashboard_url: str | None
+    resumed: bool
+    fingerprint: str | None
+    stages: list[Stage]  # the plan's
+    running_stage: int | None  # the stage whose work came last, while the job runs
+    stage_tasks: dict[int, tuple[int, bool]]  # stage id -> (tasks, inline), once started
+    pipelined: frozenset[int]  # stages that ran beside their producer
+    object_outputs: frozenset[int]  # stages whose outputs went through the object store
+    reports: list[StageReport]  # one per finished stage
+    records: list[TaskRecord]  # one per task attempt (or reused result)
+
+
+def _where(job: JobSnapshot, stage_id: int, inline: bool | None) -> str | None:
     """Where a stage ran, and how its data moved when not through files."""
     if inline is None:
         return None
@@ -119,15 +142,15 @@ def _inputs(stage: Stage) -> list[dict]:
     return out
 
 
-def report_data(job: Job) -> dict:
+def report_data(job: JobSnapshot) -> dict:
     """Everything the report shows, as JSON-able data."""
     by_stage = {r.stage_id: r for r in job.reports}
     stages = []
-    for stage in job.plan.stages:
+    for stage in job.stages:
         report = by_stage.get(stage.id)
         if report is not None:
             status = "done"
-        elif job._running_stage == stage.id or (
+        elif job.running_stage == stage.id or (
             job.status == "failed" and stage.id == _failed_stage(job)
         ):
             status = "failed" if job.status == "failed" else "running"
@@ -186,9 +209,9 @@ def report_data(job: Job) -> dict:
         "start_time": _iso(job.started),
         "end_time": _iso(finished),
         "seconds": round(finished - job.started, 4) if finished and job.started else None,
-        "directory": job.dir,
-        "engine": job.engine.name,
-        "dashboard_url": job.engine.dashboard_url,
+        "directory": job.directory,
+        "engine": job.engine,
+        "dashboard_url": job.dashboard_url,
         "resumed": job.resumed,
         "reused_tasks": sum(1 for r in job.records if r.status == "reused"),
         "retries": sum(1 for r in job.records if r.retried),
@@ -201,23 +224,27 @@ def report_data(job: Job) -> dict:
     }
 
 
-def _failed_stage(job: Job) -> int | None:
+def _failed_stage(job: JobSnapshot) -> int | None:
     done = {r.stage_id for r in job.reports}
-    for stage in job.plan.stages:
+    for stage in job.stages:
         if stage.id not in done:
             return stage.id
     return None
 
 
-def write_report(job: Job) -> None:
+def write_report(job: JobSnapshot) -> None:
     """Write ``report.json`` and ``report.html`` into the job's directory (atomically), as
-    the job stands now. The files are written on a thread of their own, so that a job's
-    result reaches its caller without waiting for them (a sixth of a tiny job's time);
-    :func:`flush_reports` waits until every report asked for is on disk. A failed job's
-    report is on disk before its error is raised: it is the first thing a user opens."""
-    os.makedirs(job.dir, exist_ok=True)
-    data = report_data(job)  # now: the job goes on changing
-    paths = (os.path.join(job.dir, "report.json"), os.path.join(job.dir, "report.html"))
+    the job stood when ``job`` was taken. The files are written on a thread of their own,
+    so that a job's result reaches its caller without waiting for them (a sixth of a tiny
+    job's time); :func:`flush_reports` waits until every report asked for is on disk. A
+    failed job's report is on disk before its error is raised: it is the first thing a
+    user opens."""
+    os.makedirs(job.directory, exist_ok=True)
+    data = report_data(job)  # now: the records in it go on changing
+    paths = (
+        os.path.join(job.directory, "report.json"),
+        os.path.join(job.directory, "report.html"),
+    )
     _writer.put(paths, data)
     if job.status in ("failed", "interrupted", "cancelled"):
         _writer.flush()

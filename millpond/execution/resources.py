@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from millpond.config import SessionConfig, describe_size
@@ -15,6 +14,16 @@ from millpond.execution.failures import describe_node
 from millpond.execution.plan import Stage
 
 log = logging.getLogger("millpond.job")
+
+_warned_no_gpu = False  # one warning per process of a gpu_limit on a machine without GPUs
+
+
+def _first_no_gpu_warning() -> bool:
+    """Whether a job of this process finds no GPU for a ``gpu_limit`` for the first time."""
+    global _warned_no_gpu
+    first = not _warned_no_gpu
+    _warned_no_gpu = True
+    return first
 
 
 @dataclass(frozen=True)
@@ -28,16 +37,13 @@ class TaskBudget:
 
 
 class TaskResources:
-    """Sizes the tasks of one job. ``first_no_gpu_warning()`` says whether a ``gpu_limit``
-    on a machine without GPUs is the first in this process (only that one is warned of);
-    other fitted limits are warned of once per stage."""
+    """Sizes the tasks of one job. A ``gpu_limit`` on a machine without GPUs is warned of
+    once per process (every job of a session would say the same); other fitted limits
+    once per stage."""
 
-    def __init__(
-        self, config: SessionConfig, engine: Engine, first_no_gpu_warning: Callable[[], bool]
-    ) -> None:
+    def __init__(self, config: SessionConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self._first_no_gpu_warning = first_no_gpu_warning
         self._warned: set[tuple[int, str]] = set()
 
     def budget(self, stage: Stage, inline: bool, memory_limit: int | None = None) -> TaskBudget:
@@ -94,7 +100,7 @@ class TaskResources:
             return 0.0
         gpus = self.engine.gpus
         if not gpus:
-            if self._first_no_gpu_warning():
+            if _first_no_gpu_warning():
                 log.warning(
                     "%s asks for gpu_limit=%s but no GPU was found (CUDA_VISIBLE_DEVICES, "
                     "nvidia-smi); running on CPU",

@@ -20,13 +20,15 @@ class StageRun:
 
     ``inputs`` holds each task's input partitions; a pipelined stage's are filled in task
     by task as its producer's tasks end. ``cap`` (``map_batches(concurrency=)``, on the
-    workers) bounds the tasks handed to the engine at once; the others wait in ``held``."""
+    workers) bounds the tasks handed to the engine at once; the others wait in ``held``.
+    ``keep_output``: its tasks' outputs stay where they ran (see ``TaskSpec.keep_output``)."""
 
     stage: Stage
     inputs: list[list[PartitionInput] | None]
     inline: bool
     label: str
     reused: dict[int, TaskResult] = field(default_factory=dict)
+    keep_output: bool = False
     cap: int | None = field(init=False, default=None)
     producer: StageRun | None = None
     consumers: list[StageRun] = field(default_factory=list)

@@ -54,6 +54,10 @@ class TaskSpec:
     #: seconds the task may run before it is stopped (None: no limit), and who set it
     timeout: float | None = None
     timeout_origin: str = ""
+    #: the output stays where the task ran, for the task that reads it: Arrow tables in the
+    #: driver's memory (inline) or in the engine's object store (Ray), not a file; the job
+    #: decides it, and gives the task a sink without a path to match
+    keep_output: bool = False
 
     @property
     def name(self) -> str:

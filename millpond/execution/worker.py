@@ -1,5 +1,7 @@
 """The worker process: receives pickled tasks over a pipe, runs them on its own DuckDB
-database, sends back results or a description of the failure."""
+database, sends back results or a description of the failure (a
+:class:`~millpond.execution.engine.Failure`, classified by :func:`describe_failure`, which
+the embedded engine's inline runs use too)."""
 
 from __future__ import annotations
 
@@ -11,40 +13,15 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
 from millpond.errors import InputReadError
+from millpond.execution.engine import Failure
 from millpond.execution.task_run import TaskSpec, run_task
-from millpond.operators.base import QueryFailure, Step, UserCodeFailure
+from millpond.operators.base import QueryFailure, UserCodeFailure
 from millpond.operators.data import DataInput, ObjectPartition, TablePartition
-
-
-@dataclass
-class Failure:
-    """Why a task failed, in a form that always crosses the process boundary.
-
-    ``kind``: ``user`` (the user's function raised, or what the user asked for cannot be
-    done: a missing column, a result of the wrong type, a full disk, a denied permission —
-    the same on every attempt, so never retried), ``query`` (DuckDB rejected the SQL),
-    ``input`` (an input file is unreadable), ``memory`` (the task's memory budget was
-    exceeded), ``timeout`` (it ran past its timeout), ``system`` (anything else: retried).
-    """
-
-    kind: str
-    message: str
-    traceback: str = ""
-    exception: bytes | None = None
-    step: Step | None = None
-    steps: list[Step] | None = None
-    query: str = ""
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in ("system", "memory", "timeout")
-
 
 #: errors a retry cannot cure: what the user asked of the data does not fit it
 _DETERMINISTIC = (KeyError, IndexError, TypeError, ValueError, AttributeError, LookupError)

@@ -90,7 +90,8 @@ def _file_partition(paths: list[str], rows: int) -> FilePartition:
 @dataclass
 class MaterializeSink:
     """Keep the partition for a later stage or an action: a Parquet file, or an Arrow table
-    when ``path`` is None (inline execution). Optionally samples a sort key."""
+    when ``path`` is None (a task whose output stays where it ran: in the driver's memory
+    inline, or in the engine's object store). Optionally samples a sort key."""
 
     path: str | None = None
     sample_column: str | None = None
