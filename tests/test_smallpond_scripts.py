@@ -486,12 +486,6 @@ def test_fstest_read_pass_reports_the_offset_of_a_corrupted_byte(run, workdir, r
     assert f"Data mismatch at offset {CORRUPT_OFFSET}." in failed.log, failed.log[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="millpond's worker processes run with umask 077 (millpond/execution/worker.py: "
-    "os.umask(0o077)), so files that user code writes itself in a map (fstest's fswrite) "
-    "are created 0600 where the user's umask 022 gives 0644, as under smallpond",
-)
 def test_fstest_files_get_the_modes_of_the_users_umask(run, workdir):
     done, target = fstest_written(run, "sequential")
     done.succeeded()

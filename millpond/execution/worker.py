@@ -156,7 +156,8 @@ def worker_main(conn, parent_pid: int) -> None:
     """Entry point of a worker process. Each message is a pickled ``(environment, payload)``
     pair: the variables to set for the task, and the cloudpickled TaskSpec."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.umask(0o077)  # what a worker writes for the job is the user's alone (outputs: see WriteSink)
+    # the user's umask stays: files user code writes get the modes it expects; what
+    # millpond writes for the job is private anyway (0700 folders, make_private files)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     con = duckdb.connect()
     base_env: dict[str, str | None] = {}
