@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from millpond.operators.base import Step
+from millpond.operators.rowwise import is_rowwise
 from millpond.operators.sql import ColumnsOp, SqlOp, WithColumnOp
 from millpond.planning.planner import ONE_QUERY
-from millpond.planning.rowwise import is_rowwise
 
 STEP = Step("test")
 

@@ -88,9 +88,6 @@ class Stage:
     memory_limit: int | None = None  # bytes per task; None: the session's share per executor
     node_label: str = ""  # the user's node/step this stage computes (errors, reports)
     notes: list[str] = field(default_factory=list)  # how it was planned, for explain()
-    #: every step works row by row (planning/rowwise.py): the same rows over any grouping
-    #: of the input's partitions, so the job may run it as fewer, larger tasks
-    rowwise: bool = False
 
     @property
     def runs_user_code(self) -> bool:

@@ -23,6 +23,7 @@ from millpond.execution.stage_run import StageRun, concurrency_cap
 from millpond.execution.task_builder import TaskBuilder, demand, pipelined_inputs
 from millpond.execution.task_run import TaskResult, TaskSpec
 from millpond.operators.data import PartitionInput
+from millpond.operators.rowwise import is_rowwise
 from millpond.operators.sinks import CountSink, WriteSink
 
 log = logging.getLogger("millpond.job")
@@ -153,7 +154,7 @@ class StageScheduler:
                 return False
         elif stage.sink_kind != "buckets":
             return False
-        return stage.rowwise
+        return all(is_rowwise(op) for op in stage.ops)  # parsed only for such stages
 
     def _begin_pipelined(self, stage: Stage, producer: StageRun) -> StageRun:
         """``stage`` runs beside ``producer`` on the workers: task i as soon as the

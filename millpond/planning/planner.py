@@ -10,6 +10,7 @@ from millpond.execution.plan import PhysicalPlan, Slot, SourceSlot, Stage, Stage
 from millpond.io.sqltext import ident_list, quote_ident
 from millpond.operators.base import Op, Step
 from millpond.operators.data import DataInput, ScanInput, TablePartition, merge_inputs
+from millpond.operators.rowwise import is_rowwise
 from millpond.operators.shuffle import (
     ExprBucketing,
     HashBucketing,
@@ -18,7 +19,6 @@ from millpond.operators.shuffle import (
 )
 from millpond.operators.sql import JoinOp, LimitOp, SortOp, SqlOp
 from millpond.planning import logical as L
-from millpond.planning.rowwise import is_rowwise
 
 #: a partial distinct before a shuffle is left out when at least this share of a sample of
 #: its input is distinct: it would hash every row to drop almost none
@@ -101,7 +101,6 @@ class Planner:
             memory_limit=resources.memory,
             node_label=" → ".join(fragment.labels),
             notes=list(fragment.notes),
-            rowwise=all(is_rowwise(op) for op in fragment.ops),
             **options,
         )
         self.plan.stages.append(stage)
