@@ -6,25 +6,28 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from millpond.api.options import node_options_resources as _node_options
 from millpond.api.options import sql_step
+from millpond.api.results import (
+    read_partition,
+    remove_result_files,
+    result_batches,
+    with_large_offsets,
+)
 from millpond.errors import PlanError
 from millpond.execution.outputs import DatasetWrite
-from millpond.io.safety import remove_path
 from millpond.io.sqltext import quote_ident
 from millpond.operators.base import Step, callable_name, short_repr, user_step
-from millpond.operators.data import FilePartition, PartitionData, TablePartition
+from millpond.operators.data import PartitionData
 from millpond.operators.python import BATCH_FORMATS, PythonOp, pickle_for_workers
 from millpond.operators.sinks import (
     ARROW_SUFFIX,
     CountSink,
     MaterializeSink,
-    iter_file_batches,
-    read_file_partition,
 )
 from millpond.operators.sql import ColumnsOp, SqlOp, WithColumnOp
 from millpond.planning import logical as L
@@ -465,14 +468,14 @@ class DataFrame:
         ``large_string``/``large_binary`` (64-bit offsets, as smallpond returns them)."""
         parts, schema, computed = self._collect_parts("to_arrow")
         try:
-            tables = [_read_partition(p) for p in parts]
+            tables = [read_partition(p) for p in parts]
         finally:
             if computed:
-                _remove_result_files(parts, self.session)
+                remove_result_files(parts, self.session)
         tables = [t for t in tables if t.num_columns or t.num_rows]
         if not tables:
-            return _with_large_offsets(schema.empty_table()) if schema is not None else pa.table({})
-        return _with_large_offsets(pa.concat_tables(tables, promote_options="permissive"))
+            return with_large_offsets(schema.empty_table()) if schema is not None else pa.table({})
+        return with_large_offsets(pa.concat_tables(tables, promote_options="permissive"))
 
     def to_pandas(self) -> pd.DataFrame:
         """The whole result as a pandas DataFrame."""
@@ -494,14 +497,14 @@ class DataFrame:
         size = batch_size or self.session.config.batch_size
         if self._node.id in self.session._cache:
             for part in self.session._cache[self._node.id].partitions:
-                yield from _batches(part, size, batch_format)
+                yield from result_batches(part, size, batch_format)
             return
         for result in self.session.stream(
             self._node, self._final_materialize(None), "iter_batches"
         ):
             part = result.output.partition
-            yield from _batches(part, size, batch_format)
-            _remove_result_files([part], self.session)
+            yield from result_batches(part, size, batch_format)
+            remove_result_files([part], self.session)
 
     def compute(self) -> DataFrame:
         """Run the plan now and keep the result, so later actions reuse it instead of
@@ -595,72 +598,3 @@ class GroupedData:
 
 def _label(value: object) -> str:
     return short_repr(value) if isinstance(value, str) else callable_name(value)
-
-
-TableOrBatch = TypeVar("TableOrBatch", pa.Table, pa.RecordBatch)
-
-
-def _large_type(t: pa.DataType) -> pa.DataType:
-    if pa.types.is_string(t):
-        return pa.large_string()
-    if pa.types.is_binary(t):
-        return pa.large_binary()
-    if pa.types.is_list(t):
-        return pa.list_(pa.field(t.value_field.name, _large_type(t.value_type)))
-    if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_large_type(f.type)) for f in t])
-    if pa.types.is_map(t):
-        return pa.map_(_large_type(t.key_type), _large_type(t.item_type))
-    return t
-
-
-def _with_large_offsets(table: TableOrBatch) -> TableOrBatch:
-    """Strings and binaries (nested too) as ``large_string``/``large_binary``, as smallpond's
-    ``to_arrow`` returns them: 64-bit offsets, so a column of more than 2 GB never overflows
-    when a result's chunks are combined."""
-    schema = pa.schema(
-        [f.with_type(_large_type(f.type)) for f in table.schema], metadata=table.schema.metadata
-    )
-    return table if schema.equals(table.schema) else table.cast(schema)
-
-
-def _read_partition(part: PartitionData | None) -> pa.Table:
-    if part is None:
-        return pa.table({})
-    if isinstance(part, TablePartition):
-        return part.table
-    return _nullable(read_file_partition(part.files))
-
-
-def _nullable(data: Any) -> Any:
-    """DuckDB writes columns without NULLs as required Parquet fields; results read back from
-    files get nullable fields, like results kept in memory, whatever the data holds."""
-    schema = data.schema
-    if all(f.nullable for f in schema):
-        return data
-    return data.cast(pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata))
-
-
-def _batches(part: PartitionData | None, size: int, batch_format: str) -> Iterator[Any]:
-    if part is None:
-        return
-    if isinstance(part, TablePartition):
-        batches = part.table.to_batches(max_chunksize=size)
-    else:
-        batches = (_nullable(b) for b in iter_file_batches(part.files, size))
-    for batch in batches:
-        if batch.num_rows:
-            yield batch.to_pandas() if batch_format == "pandas" else _with_large_offsets(batch)
-
-
-def _remove_result_files(parts: list[PartitionData | None], session: Session) -> None:
-    """Delete the final files of a collect once read (cached results live elsewhere)."""
-    results = os.path.join(session.session_dir, "results") + os.sep
-    for part in parts:
-        if isinstance(part, FilePartition):
-            for f in part.files:
-                if f.startswith(results):
-                    try:
-                        remove_path(f, within=results)
-                    except OSError:
-                        pass
