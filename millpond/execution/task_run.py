@@ -132,6 +132,9 @@ def configure(con: duckdb.DuckDBPyConnection, spec: TaskSpec) -> None:
     os.makedirs(spec.temp_dir, mode=0o700, exist_ok=True)
     con.execute(f"SET threads = {threads}")
     con.execute(f"SET memory_limit = '{memory_mb}MB'")
+    # strings leave DuckDB with 64-bit offsets, as smallpond's results have them: cheaper
+    # than casting a collected result (20M short strings: +0.18 s here against +0.44 s)
+    con.execute("SET GLOBAL arrow_large_buffer_size = true")
     # DuckDB refuses to SET temp_directory again (even to the same value) once it has
     # spilled there, so a connection keeps one spill directory: the session's.
     current = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
