@@ -28,6 +28,7 @@ from millpond.logical.node import (
     DataSourceNode,
     HashPartitionNode,
     LogicalPlan,
+    PythonScriptNode,
     SqlEngineNode,
 )
 
@@ -523,3 +524,40 @@ def test_a_named_node_that_feeds_later_nodes_is_computed_once(tmp_path, glob, fu
     assert [s["sink"] for s in stages].count("buckets") == 1, stages
     assert sum(result.final_output.to_arrow_table().column("n").to_pylist()) == NROWS
     assert result.get_output("h").to_arrow_table().num_rows == NROWS
+
+
+class WriteReport(PythonScriptNode):
+    """A script that writes one text file per partition (not Parquet)."""
+
+    def process(self, runtime_ctx, input_datasets, output_path) -> bool:
+        rows = input_datasets[0].to_arrow_table().num_rows
+        _dimension, index = runtime_ctx.task.partition_infos[-1]
+        name = f"report-{index}.txt"
+        with open(os.path.join(output_path, name), "w") as f:
+            f.write(f"{rows} rows\n")
+        return True
+
+
+def test_a_script_nodes_files_are_copied_under_output_path_and_replaced_by_a_rerun(tmp_path, glob):
+    """As smallpond's copy sink: a PythonScriptNode's named output under --output_path is
+    its files themselves, and running the program again replaces them."""
+    out = tmp_path / "out"
+    for run in range(2):
+        ctx = Context()
+        src = DataSourceNode(ctx, ParquetDataSet([glob]))
+        parts = DataSetPartitionNode(ctx, (src,), npartitions=3)
+        node = WriteReport(ctx, (parts,), output_name="reports")
+        driver = Driver()
+        driver.parse_arguments(
+            ["scheduler", "--data_root", str(tmp_path / "root"), "--output_path", str(out)]
+        )
+        result = driver.run(LogicalPlan(ctx, node), stop_process_on_done=False)
+        reports = sorted(p.name for p in (out / "reports").iterdir())
+        assert reports == [".millpond-files.txt"] + [f"report-{i}.txt" for i in range(3)], run
+        total = sum(
+            int((out / "reports" / f"report-{i}.txt").read_text().split()[0]) for i in range(3)
+        )
+        assert total == NROWS
+        assert sorted(result.final_output.resolved_paths) == [
+            str(out / "reports" / f"report-{i}.txt") for i in range(3)
+        ]

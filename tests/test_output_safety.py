@@ -220,6 +220,41 @@ def test_foreign_entry_accepts_datasets_and_names_anything_else(tmp_path: Path) 
     assert foreign_entry(str(data)) == str(data / "k=1" / "README.md")
 
 
+def test_files_millpond_copied_into_an_output_count_as_its_data_and_nothing_else(
+    sandbox: Path, small
+) -> None:
+    """A smallpond PythonScriptNode's files (``.dat``) copied into an output folder are
+    listed in its ``.millpond-files.txt``: an overwrite may replace those, never a file the
+    list does not name, a name outside the folder, or anything a list of another user's
+    names."""
+    _session, df = small
+    folder = sandbox / "project" / "sorted"
+    folder.mkdir()
+    (folder / "part-0.dat").write_bytes(b"records")
+    (folder / ".millpond-files.txt").write_text("part-0.dat\n../notes.txt\n")
+    assert foreign_entry(str(folder)) is None
+    df.write_parquet(str(folder), mode="overwrite")
+    assert [p.name for p in folder.iterdir()] == ["part-00000.parquet"]
+    assert (sandbox / "project" / "notes.txt").read_text() == "my notes\n"
+
+    folder.mkdir(exist_ok=True)
+    (folder / "part-0.dat").write_bytes(b"records")
+    (folder / "main.py").write_text("print('mine')\n")
+    (folder / ".millpond-files.txt").write_text("part-0.dat\n")
+    before = tree_snapshot(sandbox)
+    with pytest.raises(UnsafePathError, match="main.py"):
+        df.write_parquet(str(folder), mode="overwrite")
+    assert tree_snapshot(sandbox) == before
+
+    (folder / "main.py").unlink()
+    os.chown(folder / ".millpond-files.txt", 65534, 65534)  # planted by another user
+    assert foreign_entry(str(folder)) == str(folder / "part-0.dat")
+    before = tree_snapshot(sandbox)
+    with pytest.raises(UnsafePathError, match="part-0.dat"):
+        df.write_parquet(str(folder), mode="overwrite")
+    assert tree_snapshot(sandbox) == before
+
+
 # --------------------------------------------------------------------------- append
 
 

@@ -669,14 +669,6 @@ def test_gray_sort_benchmark_fails_when_valsort_rejects_the_summaries(run):
     assert not (done.out / "FinalResults").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="millpond's Driver writes a PythonScriptNode's named output and FinalResults "
-    "under --output_path as Parquet tables listing the files (one 'resolved_paths' column, "
-    "paths under data_root/<session>/files/...), where smallpond's copy sink copies the "
-    "files themselves there (<output_path>/sorted_records/*.dat, "
-    "<output_path>/FinalResults/merged.sum)",
-)
 def test_gray_sort_benchmark_leaves_its_sorted_files_under_output_path(run):
     done = gray_sorted(run, ["-e", "duckdb", "-s", "duckdb"]).succeeded()
     assert len(list((done.out / "sorted_records").glob("*.dat"))) == GRAY_SORT_PARTITIONS

@@ -10,18 +10,25 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from millpond.api.init import init
 from millpond.api.session import Session
-from millpond.compat.logical.dataset import ParquetDataSet
+from millpond.compat.logical.compute_nodes import PythonScriptNode
+from millpond.compat.logical.dataset import FILE_PATHS_COLUMN, FileSet, ParquetDataSet
 from millpond.compat.logical.node import DataSinkNode, LogicalPlan, Node, RootNode, compile_plan
 from millpond.config import default_data_root
 from millpond.errors import PlanError
 from millpond.execution.outputs import DatasetWrite
+from millpond.io import commit as commits
+from millpond.io.safety import COPIED_FILES_LIST
 
 log = logging.getLogger("millpond.driver")
 
@@ -283,6 +290,9 @@ def run_plan(plan: LogicalPlan, options: argparse.Namespace) -> ExecutionResult:
         job = session.last_job
         outputs = {}
         for node, name, write in writes:
+            if _lists_script_files(node, write):
+                outputs[(node.id, name)] = FileSet(_copy_listed_files(write, job.unique_id))
+                continue
             if isinstance(node, DataSinkNode) and node.type == "manifest":
                 _write_manifest(write.path, write.files)
             outputs[(node.id, name)] = ParquetDataSet(write.files)
@@ -306,6 +316,38 @@ def run_plan(plan: LogicalPlan, options: argparse.Namespace) -> ExecutionResult:
         )
     finally:
         session.shutdown()
+
+
+def _lists_script_files(node: Node, write: DatasetWrite) -> bool:
+    """Whether ``write`` holds a PythonScriptNode's list of the files its script wrote
+    (files that are not Parquet reach later nodes as that list)."""
+    if not isinstance(node, PythonScriptNode) or not write.files:
+        return False
+    return pq.read_schema(write.files[0]).names == [FILE_PATHS_COLUMN]
+
+
+def _copy_listed_files(write: DatasetWrite, job_id: str) -> list[str]:
+    """As smallpond's copy sink: the files a PythonScriptNode wrote, copied into its output
+    folder in place of the list of them (staged, then committed like any write). The
+    folder's :data:`COPIED_FILES_LIST` names them, so a later overwrite may replace them."""
+    listed = pa.concat_tables([pq.read_table(f) for f in write.files])
+    staging = commits.staging_dir(write.path, f"{job_id}-files")
+    commits.prepare(staging, write.path)
+    names: list[str] = []
+    try:
+        for source in listed.column(FILE_PATHS_COLUMN).to_pylist():
+            name = os.path.basename(source)
+            if name in names or name == COPIED_FILES_LIST:  # two tasks wrote the same name
+                name = f"{len(names):05d}-{name}"
+            shutil.copyfile(source, os.path.join(staging, name))
+            names.append(name)
+        with open(os.path.join(staging, COPIED_FILES_LIST), "w", encoding="utf-8") as f:
+            f.write("".join(n + "\n" for n in names))
+        commits.commit(staging, write.path, "overwrite", write.inputs)
+    except BaseException:
+        commits.abort(staging)
+        raise
+    return [os.path.join(write.path, n) for n in names]
 
 
 def _write_manifest(directory: str, files: list[str]) -> None:

@@ -26,6 +26,9 @@ MARKER_SUFFIXES = (".crc",)
 MARKER_PREFIXES = (".millpond-", "_millpond")
 #: a staged partitioned write keeps one folder per task until the commit merges them
 TASK_FOLDER_PREFIX = "_task-"
+#: in an output folder, the names of the files millpond copied there that are not data
+#: files (what a smallpond PythonScriptNode wrote): an overwrite may replace those too
+COPIED_FILES_LIST = ".millpond-files.txt"
 
 
 def _real(path: str) -> str:
@@ -102,6 +105,7 @@ def foreign_entry(path: str) -> str | None:
         return path
     if not stat.S_ISDIR(mode):
         return None if is_data_file(os.path.basename(path)) else path
+    copied = copied_files(path)
     for root, dirs, files in os.walk(path):
         for name in sorted(dirs):
             full = os.path.join(root, name)
@@ -109,9 +113,26 @@ def foreign_entry(path: str) -> str | None:
                 return full
         for name in sorted(files):
             full = os.path.join(root, name)
-            if os.path.islink(full) or not is_data_file(name):
+            listed = root == path and name in copied
+            if os.path.islink(full) or not (is_data_file(name) or listed):
                 return full
     return None
+
+
+def copied_files(folder: str) -> frozenset[str]:
+    """The names in ``folder``'s own :data:`COPIED_FILES_LIST`: files millpond copied
+    there. Honoured only when the list is a regular file of this user's, so a list that
+    someone else planted names nothing."""
+    listing = os.path.join(folder, COPIED_FILES_LIST)
+    try:
+        info = os.lstat(listing)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return frozenset()
+        with open(listing, encoding="utf-8") as f:
+            names = {line.rstrip("\n") for line in f}
+    except (OSError, UnicodeDecodeError):
+        return frozenset()
+    return frozenset(n for n in names if n and os.sep not in n and n not in (".", ".."))
 
 
 def check_replaceable(path: str, inputs: Iterable[str] = ()) -> None:
