@@ -1,4 +1,4 @@
-"""Sources: Parquet, CSV and JSON files, in-memory data, and partial_sql, each checked
+"""Sources: Parquet, CSV, JSON, text and raw files, in-memory data, and partial_sql, each checked
 against the same data read directly with DuckDB or pyarrow."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import DATASET_ROWS, dataset_file_table, large_offsets
+
+from millpond.errors import PlanError
 
 
 def duck(query: str) -> pa.Table:
@@ -395,3 +397,49 @@ print("OK")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
+
+
+def test_read_files_gives_path_size_and_bytes_of_every_file(session, tmp_path):
+    folder = tmp_path / "raw"
+    (folder / "nested").mkdir(parents=True)
+    payloads = {
+        folder / "a.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)),
+        folder / "it's.bin": b"\x00" * 10,
+        folder / "empty.dat": b"",
+        folder / "nested" / "b.wav": b"RIFF" * 300,
+    }
+    for path, data in payloads.items():
+        path.write_bytes(data)
+    rows = session.read_files(str(folder), recursive=True, npartitions=2).to_arrow().to_pylist()
+    got = {r["path"]: (r["size"], r["bytes"]) for r in rows}
+    assert got == {str(p): (len(d), d) for p, d in payloads.items()}
+    # a step that does not use the bytes gets the listing alone
+    sizes = session.read_files(str(folder / "*.*")).filter("size > 0").select("path", "size")
+    assert sorted(sizes.to_arrow().column("size").to_pylist()) == [10, 264]
+
+
+def test_read_text_gives_one_row_per_line_in_file_order(session, tmp_path):
+    first = tmp_path / "a.txt"
+    first.write_text("alpha\nbeta\n\ngamma\n")  # an empty line is a line
+    second = tmp_path / "b.txt"
+    second.write_bytes(b"one\r\ntwo")  # CRLF, no final newline
+    (tmp_path / "c.txt").write_text("")  # no lines at all
+    files = [str(first), str(second), str(tmp_path / "c.txt")]
+    texts = session.read_text(files).to_arrow().column("text").to_pylist()
+    assert texts == ["alpha", "beta", "", "gamma", "one", "two"]
+    with_path = session.read_text(files, include_path=True).to_arrow().to_pylist()
+    assert [(r["path"], r["text"]) for r in with_path][-2:] == [
+        (str(second), "one"),
+        (str(second), "two"),
+    ]
+
+
+def test_read_json_takes_json_arrays_as_well_as_json_lines(session, tmp_path):
+    (tmp_path / "array.json").write_text('[{"x": 1, "s": "a"}, {"x": 2, "s": "b"}]')
+    (tmp_path / "lines.jsonl").write_text('{"x": 3, "s": "c"}\n{"x": 4, "s": "d"}\n')
+    df = session.read_json([str(tmp_path / "array.json"), str(tmp_path / "lines.jsonl")])
+    assert sorted(df.to_arrow().column("x").to_pylist()) == [1, 2, 3, 4]
+    array_only = session.read_json(str(tmp_path / "array.json"), format="array")
+    assert array_only.to_arrow().column("s").to_pylist() == ["a", "b"]
+    with pytest.raises(PlanError, match="format must be one of"):
+        session.read_json(str(tmp_path / "array.json"), format="xml")

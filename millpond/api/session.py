@@ -25,6 +25,7 @@ from millpond.execution.report import flush_reports
 from millpond.execution.task_run import TaskResult
 from millpond.io.filesystem import partition_files, resolve_files
 from millpond.io.formats import (
+    JSON_FORMATS,
     READ_EXTENSIONS,
     ScanFormat,
     check_parquet_schemas,
@@ -212,10 +213,14 @@ class Session:
         recursive: bool = False,
         npartitions: int | None = None,
         glob: bool = True,
+        format: str = "auto",
     ) -> DataFrame:
-        """JSON lines files (one object per line); ``schema`` optional; paths as in
-        :meth:`read_parquet`."""
-        options: dict[str, object] = {}
+        """JSON files: one object per line, or a JSON array of objects per file (``format``:
+        ``"auto"`` tells them apart, or ``"newline_delimited"`` / ``"array"``); ``schema``
+        optional; paths as in :meth:`read_parquet`."""
+        if format not in JSON_FORMATS:
+            raise PlanError(f"read_json: format must be one of {JSON_FORMATS}, got {format!r}")
+        options: dict[str, object] = {"format": format}
         if schema is not None:
             options["columns"] = duckdb_columns(schema)
         return self._scan(
@@ -226,6 +231,34 @@ class Session:
             npartitions,
             glob,
         )
+
+    def read_files(
+        self,
+        paths: str | Sequence[str],
+        recursive: bool = False,
+        npartitions: int | None = None,
+        glob: bool = True,
+    ) -> DataFrame:
+        """Raw files (images, audio, PDFs…) as rows of ``path``, ``size`` and ``bytes``, read
+        in parallel tasks of files packed by size; a step that does not use ``bytes`` never
+        reads them. Paths as in :meth:`read_parquet` (a folder gives all its files)."""
+        label = f"read_files({_describe_paths(paths)})"
+        return self._scan(ScanFormat("files"), paths, recursive, label, npartitions, glob)
+
+    def read_text(
+        self,
+        paths: str | Sequence[str],
+        include_path: bool = False,
+        recursive: bool = False,
+        npartitions: int | None = None,
+        glob: bool = True,
+    ) -> DataFrame:
+        """Text files as one row per line (column ``text``; ``path`` too with
+        ``include_path``), in file order; a final newline ends the last line and
+        ``\\r\\n`` counts as one line break. Paths as in :meth:`read_parquet`."""
+        fmt = ScanFormat("text", {"include_path": include_path})
+        label = f"read_text({_describe_paths(paths)})"
+        return self._scan(fmt, paths, recursive, label, npartitions, glob)
 
     def from_arrow(
         self, table: pa.Table | pa.RecordBatch | Iterable[pa.Table], npartitions: int | None = None

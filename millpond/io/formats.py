@@ -15,7 +15,10 @@ READ_EXTENSIONS = {
     "parquet": (".parquet", ".pq", ".parq"),
     "csv": (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt"),
     "json": (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz"),
+    "files": (),  # raw files: every (non-hidden) file of a folder
+    "text": (),
 }
+JSON_FORMATS = ("auto", "newline_delimited", "array")
 WRITE_FORMATS = ("parquet", "csv", "json")
 
 _schema_lock = threading.Lock()
@@ -67,10 +70,22 @@ class ScanFormat:
                 args.append("union_by_name = true")
             return f"read_csv({', '.join(args)})"
         if self.name == "json":
-            args = [files, "format = 'newline_delimited'"]
+            json_format = str(opts.get("format") or "newline_delimited")
+            args = [files, f"format = {quote_string(json_format)}"]
             if opts.get("columns"):
                 args.append(f"columns = {_struct_literal(opts['columns'])}")
             return f"read_json({', '.join(args)})"
+        if self.name == "files":
+            # one row per file; a query that does not select ``bytes`` never reads them
+            return f"(SELECT filename AS path, size, content AS bytes FROM read_blob({files}))"
+        if self.name == "text":
+            # one row per line (a last newline ends the last line; \r\n counts as one)
+            lines = r"regexp_split_to_array(regexp_replace(content, '\r?\n$', ''), '\r?\n')"
+            path = "filename AS path, " if opts.get("include_path") else ""
+            return (
+                f"(SELECT {path}unnest({lines}) AS text FROM read_text({files}) "
+                "WHERE content <> '')"
+            )
         raise ValueError(f"unknown input format {self.name!r}")
 
 
