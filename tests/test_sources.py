@@ -443,3 +443,27 @@ def test_read_json_takes_json_arrays_as_well_as_json_lines(session, tmp_path):
     assert array_only.to_arrow().column("s").to_pylist() == ["a", "b"]
     with pytest.raises(PlanError, match="format must be one of"):
         session.read_json(str(tmp_path / "array.json"), format="xml")
+
+
+def test_read_bytes_fetches_the_files_a_column_names_with_bounded_threads(session, tmp_path):
+    paths = []
+    for i in range(30):
+        path = tmp_path / f"img-{i}.png"
+        path.write_bytes(bytes([i]) * (i + 1))
+        paths.append(str(path))
+    links = session.from_items([{"id": i, "url": p} for i, p in enumerate(paths)], npartitions=3)
+    got = links.read_bytes("url", max_concurrency=4).to_arrow().to_pylist()
+    assert sorted((r["id"], r["bytes"]) for r in got) == [
+        (i, bytes([i]) * (i + 1)) for i in range(30)
+    ]
+
+    missing = str(tmp_path / "gone.png")
+    with_gap = session.from_items([{"url": paths[0]}, {"url": missing}, {"url": None}])
+    rows = with_gap.read_bytes("url", into="data", on_missing="null").to_arrow().to_pylist()
+    assert [r["data"] for r in rows] == [b"\x00", None, None]
+    assert rows[0]["data_error"] is None and rows[2]["data_error"] is None
+    assert "FileNotFoundError" in rows[1]["data_error"]
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        with_gap.read_bytes("url").to_arrow()
+    with pytest.raises(PlanError, match="on_missing must be one of"):
+        links.read_bytes("url", on_missing="skip")
