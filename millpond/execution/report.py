@@ -317,7 +317,12 @@ _writer = _ReportWriter()
 
 
 def _write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
+    """Write ``path`` atomically. The text goes first to a hidden file beside the job's
+    directory, not in it: reports are written behind the job's result, and whoever lists
+    the job's directory then must never see a half-written file."""
+    job_dir, name = os.path.split(path)
+    parent, job = os.path.split(job_dir)
+    tmp = os.path.join(parent, f".{job}-{name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
