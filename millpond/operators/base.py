@@ -80,6 +80,12 @@ class UserCodeFailure(Exception):
         self.step = step
         self.formatted = formatted
 
+    @classmethod
+    def detected(cls, exc: BaseException, step: Step) -> UserCodeFailure:
+        """A mistake in the user's step that millpond found (a function returning what it
+        must not): no traceback of the user's, only the exception naming it."""
+        return cls(exc, step, "".join(traceback.format_exception_only(exc)))
+
 
 def call_user(step: Step, fn, *args):
     """Call user code; an exception it raises becomes a UserCodeFailure naming ``step``."""

@@ -148,7 +148,7 @@ class PythonOp(Op):
                 wanted = "a dict" if self.kind == "map" else "a list of dicts"
                 got = "None" if row is None else f"{type(row).__name__} {short_repr(row)}"
                 exc = TypeError(f"{self.kind} function returned {got}; it must return {wanted}")
-                raise UserCodeFailure(exc, self.step, "".join(traceback.format_exception_only(exc)))
+                raise UserCodeFailure.detected(exc, self.step)
         return pa.Table.from_pylist(rows, schema=self.schema)
 
     def _batch_outputs(self, fn, batch: pa.RecordBatch) -> Iterator[pa.Table]:
@@ -198,9 +198,7 @@ class PythonOp(Op):
             err = TypeError(
                 f"{self.step.label} returned batches with different schemas: first {schema}, later {table.schema} ({exc})"
             )
-            raise UserCodeFailure(
-                err, self.step, "".join(traceback.format_exception_only(err))
-            ) from None
+            raise UserCodeFailure.detected(err, self.step) from None
 
 
 def pickle_for_workers(obj: Any, step: Step) -> bytes:

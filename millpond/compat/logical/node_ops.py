@@ -99,7 +99,7 @@ class NodeProcessOp(Op):
                 f"{type(node).__name__}.spawn() must return a task object "
                 f"(millpond.execution.task), got {type(task).__name__}"
             )
-            raise UserCodeFailure(exc, self.step, "".join(traceback.format_exception_only(exc)))
+            raise UserCodeFailure.detected(exc, self.step)
         task.node_id = getattr(node, "id", 0)
         ctx.set_current_task(task)
         return task
@@ -196,7 +196,7 @@ class NodeProcessOp(Op):
             exc = RuntimeError(
                 f"{self.step.label}: process() returned False (the script reported failure)"
             )
-            raise UserCodeFailure(exc, self.step, "".join(traceback.format_exception_only(exc)))
+            raise UserCodeFailure.detected(exc, self.step)
         written = sorted(
             os.path.join(root, f) for root, _d, names in os.walk(output) for f in names
         )
