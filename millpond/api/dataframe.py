@@ -23,7 +23,7 @@ from millpond.execution.outputs import DatasetWrite
 from millpond.io.sqltext import quote_ident
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import PartitionData
-from millpond.operators.fetch import ON_MISSING, FetchBytes
+from millpond.operators.fetch import FetchBytes
 from millpond.operators.python import BATCH_FORMATS, PythonOp, pickle_for_workers
 from millpond.operators.sinks import (
     ARROW_SUFFIX,
@@ -272,14 +272,6 @@ class DataFrame:
         (images, audio or documents a table links to). A file that cannot be read fails
         the step naming it (``on_missing="error"``), or gives null bytes and its error in
         ``<into>_error`` (``on_missing="null"``)."""
-        if on_missing not in ON_MISSING:
-            raise PlanError(
-                f"read_bytes: on_missing must be one of {ON_MISSING}, got {on_missing!r}"
-            )
-        if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
-            raise PlanError(
-                f"read_bytes: max_concurrency must be an integer >= 1, got {max_concurrency!r}"
-            )
         fetch = FetchBytes(column, into, max_concurrency, on_missing)
         return self.map_batches(fetch, batch_size=batch_size or 4 * max_concurrency)
 

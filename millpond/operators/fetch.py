@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from millpond.errors import PlanError
 from millpond.io.filesystem import filesystem_for, is_local
 
 ON_MISSING = ("error", "null")
@@ -25,6 +26,16 @@ class FetchBytes:
     into: str = "bytes"
     max_concurrency: int = 16
     on_missing: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.on_missing not in ON_MISSING:
+            raise PlanError(
+                f"read_bytes: on_missing must be one of {ON_MISSING}, got {self.on_missing!r}"
+            )
+        if not (isinstance(self.max_concurrency, int) and self.max_concurrency >= 1):
+            raise PlanError(
+                f"read_bytes: max_concurrency must be an integer >= 1, got {self.max_concurrency!r}"
+            )
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if self.column not in table.column_names:
