@@ -107,7 +107,32 @@ class JoinSpec:
         return f"join-right-{self.rows}r-{self.files}f-s{self.seed}"
 
 
-Spec = GroupbySpec | TextSpec | SortSpec | DistinctSpec | JoinSpec
+@dataclass(frozen=True)
+class SkewSpec:
+    """Shape of the balanced-scan data set: Parquet files that compress very differently.
+    One large file and ``files`` smaller ones of a dictionary-heavy column (``values``
+    different strings of ``width`` characters: a few bytes per row on disk), then
+    ``files`` of random strings of the same width (about as large on disk as in
+    memory); every file has an ``id int64`` and ``s string`` column."""
+
+    big_rows: int
+    files: int
+    rows_per_file: int
+    width: int = 100
+    values: int = 16
+    seed: int = 19
+    row_group_size: int = 250_000
+
+    @property
+    def dirname(self) -> str:
+        """Sub-directory name, unique per spec."""
+        return (
+            f"skew-{self.big_rows}b-{self.files}x{self.rows_per_file}r-{self.width}w-"
+            f"{self.values}v-{self.row_group_size}g-s{self.seed}"
+        )
+
+
+Spec = GroupbySpec | TextSpec | SortSpec | DistinctSpec | JoinSpec | SkewSpec
 
 
 def _meta(kind: str, spec: Spec) -> dict[str, object]:
@@ -373,6 +398,39 @@ def ensure_join_right(root: Path, spec: JoinSpec, log: bool = True) -> Path:
         )
 
     return _generate(root, "join-right", spec, part, log)
+
+
+def ensure_skewed(root: Path, spec: SkewSpec, log: bool = True) -> Path:
+    """Create (or reuse) the balanced-scan data set and return its directory: files
+    ``part-000`` (the large dictionary-heavy one, in row groups of ``row_group_size``),
+    ``part-001``… (dictionary-heavy) and then the random-string ones, ids running on."""
+    path = root / spec.dirname
+    meta = _meta("skew", spec)
+    if _is_complete(path, meta):
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    t0 = time.perf_counter()
+    words = [f"{i:04d}" + chr(97 + i % 26) * (spec.width - 4) for i in range(spec.values)]
+    pool = pa.array(words, pa.string())
+    sizes = [spec.big_rows] + [spec.rows_per_file] * (2 * spec.files)
+    start = 0
+    for i, n in enumerate(sizes):
+        rng = np.random.default_rng([spec.seed, i])
+        if i <= spec.files:  # dictionary-heavy
+            strings = pool.take(pa.array(rng.integers(0, spec.values, n)))
+        else:
+            chars = rng.integers(ord("a"), ord("z") + 1, (n, spec.width), dtype=np.uint8)
+            strings = _fixed_strings(chars)
+        ids = pa.array(np.arange(start, start + n, dtype=np.int64))
+        _write(
+            pa.table({"id": ids, "s": strings}), path / f"part-{i:03d}.parquet", spec.row_group_size
+        )
+        start += n
+    (path / META_NAME).write_text(json.dumps(meta))
+    if log:
+        print(f"  generated {path.name} in {time.perf_counter() - t0:.1f}s", flush=True)
+    return path
 
 
 def parquet_glob(path: Path) -> str:

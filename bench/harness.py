@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.datagen import DistinctSpec, GroupbySpec, JoinSpec, SortSpec, TextSpec
+from bench.datagen import DistinctSpec, GroupbySpec, JoinSpec, SkewSpec, SortSpec, TextSpec
 from bench.measure import ProcResult, wait_for_quiet
 
 MB = 1024 * 1024
@@ -30,6 +30,7 @@ class Sizes:
     sort: SortSpec
     distinct: DistinctSpec
     join_right: JoinSpec  # the join's right side (its left side is the group-by data)
+    skew: SkewSpec  # the balanced scan: files of very different compression ratios
 
 
 FULL = Sizes(
@@ -44,6 +45,7 @@ FULL = Sizes(
     sort=SortSpec(rows=10_000_000, files=8),
     distinct=DistinctSpec(rows=10_000_000, files=8, pool=4_480_000),  # ~40 % distinct
     join_right=JoinSpec(rows=1_000_000, files=4),
+    skew=SkewSpec(big_rows=4_000_000, files=6, rows_per_file=1_000_000),
 )
 QUICK = Sizes(
     groupby=GroupbySpec(rows=400_000, files=8, keys=20_000, row_group_size=25_000),
@@ -57,6 +59,7 @@ QUICK = Sizes(
     sort=SortSpec(rows=200_000, files=8, row_group_size=12_500),
     distinct=DistinctSpec(rows=200_000, files=8, pool=89_600, row_group_size=12_500),
     join_right=JoinSpec(rows=20_000, files=4, row_group_size=5_000),
+    skew=SkewSpec(big_rows=200_000, files=6, rows_per_file=50_000, row_group_size=12_500),
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from bench.datagen import (
     ensure_distinct,
     ensure_groupby,
     ensure_join_right,
+    ensure_skewed,
     ensure_sort,
     ensure_text,
     parquet_glob,
@@ -666,6 +668,62 @@ def bench_pipeline(cfg: Config) -> list[Row]:
     return rows
 
 
+# --------------------------------------------------------------------------- balanced scan
+
+#: the largest task of a scan planned by decoded size, over the mean task
+SCAN_BALANCE_TARGET = 1.3
+
+
+def bench_scan_balance(cfg: Config) -> list[Row]:
+    """Tasks of one scan of files that compress very differently (a dictionary-heavy
+    column beside random strings), planned by file size (before) and by decoded size
+    (now): each task's scan read into Arrow, the largest task's bytes over the mean."""
+    spec = cfg.sizes.skew
+    glob = parquet_glob(ensure_skewed(cfg.data_dir, spec))
+    base: dict[str, Any] = {"glob": glob, "num_executors": cfg.num_executors}
+    if cfg.quick:  # the quick data is small: tasks of the target's floor (16 MB) show it
+        base["target_partition_bytes"] = "16MB"
+
+    def task(planning: str) -> Callable[[int], ProcResult]:
+        return lambda i: run_task(
+            "scan_balance.millpond", {**base, "planning": planning}, cfg.timeout
+        )
+
+    before = Contender("file-size planning (before)", task("file size"), True)
+    after = Contender("decoded-size planning (now)", task("decoded size"), True)
+    contenders = [before, after]
+    cfg.log(
+        f"balanced scan: 1 + {spec.files} dictionary-heavy files ({spec.big_rows:,} and "
+        f"{spec.rows_per_file:,} rows) and {spec.files} of random strings, {spec.width}-char values"
+    )
+    measure(cfg, "balanced scan", contenders, cfg.repeat)
+    rows_read = set()
+    for c in contenders:
+        assert c.row is not None
+        if not succeeded(c):
+            continue
+        ratios = [float(r.result["max_over_mean"]) for r in c.runs]
+        c.row.ratio, c.row.ratio_best = statistics.median(ratios), min(ratios)
+        c.row.ratio_label = "max/mean task bytes"
+        r = c.runs[0].result
+        rows_read.add(r["rows"])
+        c.row.notes.append(
+            f"{r['tasks']} tasks, largest {r['max_bytes'] / MB:.0f} MB, mean "
+            f"{r['mean_bytes'] / MB:.0f} MB, smallest {r['min_bytes'] / MB:.0f} MB in Arrow"
+        )
+        if "estimate_error" in r:
+            c.row.notes.append(f"estimates within {abs(r['estimate_error']):.1%}")
+        c.row.notes.append(f"init + planning {r['plan_s'] * 1e3:.0f} ms")
+    if len(rows_read) > 1:
+        assert after.row is not None
+        after.row.status = f"MISMATCH: rows read {sorted(rows_read)}"
+    assert after.row is not None
+    after.row.target = f"<= {SCAN_BALANCE_TARGET:g} max/mean"
+    if after.row.ratio is not None:
+        after.row.met = after.row.ratio <= SCAN_BALANCE_TARGET
+    return [c.row for c in contenders if c.row is not None]
+
+
 BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "groupby": bench_groupby,
     "udf": bench_udf,
@@ -677,4 +735,5 @@ BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "join": bench_join,
     "handoff": bench_handoff,
     "pipeline": bench_pipeline,
+    "scan_balance": bench_scan_balance,
 }

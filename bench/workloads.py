@@ -672,6 +672,78 @@ def pipeline_millpond(params: Params) -> dict[str, Any]:
     return {"time_s": elapsed, "rows": n}
 
 
+def scan_balance_millpond(params: Params) -> dict[str, Any]:
+    """The tasks of ``read_parquet(glob)`` planned by file size (``planning="file size"``:
+    whole files in contiguous groups of about the same bytes on disk, as millpond planned
+    scans before) or by decoded size (``"decoded size"``: millpond's plan now), then each
+    task's scan read into Arrow one after another (one DuckDB thread, as a task on one
+    executor): the bytes each task holds in memory, their largest over their mean, and
+    the estimate's error. The process's peak RSS is that of the largest task."""
+    import tempfile
+
+    import duckdb
+
+    _import_millpond()
+    import millpond
+    from millpond.io.filesystem import partition_files, resolve_files
+    from millpond.io.formats import ScanFormat
+    from millpond.operators.data import ScanInput, scan_sql
+
+    root = tempfile.mkdtemp(prefix="millpond-bench-")
+    options: dict[str, Any] = {"data_root": root, "progress": False}
+    if params.get("num_executors"):
+        options["num_executors"] = params["num_executors"]
+    if params.get("target_partition_bytes"):
+        options["target_partition_bytes"] = params["target_partition_bytes"]
+    t0 = time.perf_counter()
+    sp = millpond.init(**options)
+    try:
+        df = sp.read_parquet(params["glob"])
+        if params["planning"] == "file size":
+            files = resolve_files(params["glob"])
+            total = sum(f.size for f in files)
+            config = sp.config
+            per = total // max(1, 2 * config.num_executors)
+            target = max(16 * 1024 * 1024, min(config.target_partition_bytes, per))
+            fmt = ScanFormat("parquet", {})
+            groups = partition_files(files, None, target)
+            tasks = [ScanInput(fmt, [f.path for f in g]) for g in groups if g]
+        else:
+            plan = sp.physical_plan(df._node)
+            tasks = list(plan.stages[0].slots[0].partitions)
+        plan_s = time.perf_counter() - t0
+        sizes, errors, rows = [], [], 0
+        con = duckdb.connect()
+        con.execute("SET threads = 1")
+        con.execute("SET enable_progress_bar = false")
+        for task in tasks:
+            table = con.sql(scan_sql(task)).to_arrow_table()
+            sizes.append(table.nbytes)
+            rows += table.num_rows
+            if task.estimate is not None:
+                errors.append(task.estimate.decoded_bytes / max(1, table.nbytes) - 1)
+            del table
+        con.close()
+        elapsed = time.perf_counter() - t0
+    finally:
+        sp.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+    mean = sum(sizes) / len(sizes)
+    result: dict[str, Any] = {
+        "time_s": elapsed,
+        "plan_s": plan_s,
+        "tasks": len(sizes),
+        "rows": rows,
+        "max_bytes": max(sizes),
+        "mean_bytes": mean,
+        "min_bytes": min(sizes),
+        "max_over_mean": max(sizes) / mean,
+    }
+    if errors:
+        result["estimate_error"] = max(errors, key=abs)
+    return result
+
+
 TASKS: dict[str, Task] = {
     "groupby.duckdb": groupby_duckdb,
     "groupby.polars": groupby_polars,
@@ -696,4 +768,5 @@ TASKS: dict[str, Task] = {
     "join.millpond": join_millpond,
     "handoff.ray": handoff_ray,
     "pipeline.millpond": pipeline_millpond,
+    "scan_balance.millpond": scan_balance_millpond,
 }

@@ -69,3 +69,12 @@ class UserFunctionError(MillpondError):
 class JobInterrupted(KeyboardInterrupt):
     """A job was stopped by Ctrl-C or SIGTERM; its workers were stopped and nothing it was
     writing was left behind. Uncaught, it prints one line instead of a traceback."""
+
+
+class StorageError(MillpondError, OSError):
+    """A call to a filesystem or object store failed: the message names the operation and
+    its URL, and why (access denied, not found, the server unreachable), without a
+    credential. ``transient`` tells a failure retrying may fix (a 5xx, throttling, a reset
+    connection) from one it cannot (a 403, a 404)."""
+
+    transient: bool = False

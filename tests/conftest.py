@@ -381,3 +381,93 @@ def tree_snapshot(root: Path) -> dict[str, bytes | None]:
         str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
         for p in sorted(root.rglob("*"))
     }
+
+
+# -- S3 ------------------------------------------------------------------------------------
+
+
+class S3Server:
+    """A real S3-compatible HTTP server on 127.0.0.1 (moto's server mode), with a key and
+    secret of its own (an IAM user it created). It checks credentials only inside
+    :meth:`authenticating`: moto 5 miscomputes the signature of a listing whose prefix
+    holds a ``/``, so with checks on, only requests that should fail are meaningful."""
+
+    def __init__(self) -> None:
+        import json
+        import uuid
+
+        import requests
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        iam = self._client("iam", "bootstrap", "bootstrap")
+        user = f"millpond-tests-{uuid.uuid4().hex[:8]}"  # moto's state is per process
+        iam.create_user(UserName=user)
+        policy = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName=user,
+            PolicyName="s3",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [policy]}),
+        )
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        self.key, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+        self.s3 = self._client("s3", self.key, self.secret)
+        self._uuid = uuid
+        self._requests = requests
+
+    @contextlib.contextmanager
+    def authenticating(self) -> Iterator[None]:
+        """Every request inside is checked: a wrong key or secret gets a 403."""
+        self._set_auth("0")
+        try:
+            yield
+        finally:
+            self._set_auth("inf")
+
+    def _set_auth(self, unchecked_requests: str) -> None:
+        self._requests.post(
+            f"{self.endpoint}/moto-api/reset-auth",
+            data=unchecked_requests,
+            headers={"Content-Type": "text/plain"},
+        ).raise_for_status()
+
+    def _client(self, service: str, key: str, secret: str):
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+        )
+
+    @property
+    def storage_options(self) -> dict[str, object]:
+        """fsspec/s3fs options that reach this server."""
+        return {"key": self.key, "secret": self.secret, "endpoint_url": self.endpoint}
+
+    def new_bucket(self) -> str:
+        """A fresh, empty bucket of a name no other test uses."""
+        name = f"test-{self._uuid.uuid4().hex[:12]}"
+        self.s3.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """The object keys under ``prefix``, sorted (read with boto3, not millpond)."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3 server for the test session; each test takes a bucket of its own."""
+    server = S3Server()
+    yield server
+    server.stop()

@@ -40,6 +40,7 @@ def test_bench_quick_mode_runs_and_every_result_matches(tmp_path) -> None:
         "distinct",
         "join",
         "pipelining",
+        "balanced scan",
     ):
         # a row of the results table
         assert re.search(rf"^\| {re.escape(name)} +\|", done.stdout, re.M), name
@@ -89,3 +90,12 @@ def test_distinct_and_join_checks() -> None:
     assert compare_join(summary, {**summary, "sum_w": 1.5001})
     assert compare_join(summary, {**summary, "sum_id": 7})
     assert compare_join(summary, {**summary, "rows": 2})
+
+
+def test_storage_benchmark_runs_against_a_local_s3_server(capsys):
+    """``python -m bench.storage`` at a tiny size: it starts its server, checks results."""
+    from bench import storage
+
+    assert storage.main(["--mb", "4", "--files", "20", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "results == DuckDB" in out and "prefetch speed-up" in out

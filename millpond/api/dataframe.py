@@ -21,6 +21,7 @@ from millpond.api.results import (
 from millpond.errors import PlanError
 from millpond.execution.outputs import DatasetWrite
 from millpond.io.sqltext import quote_ident
+from millpond.io.webdataset import DEFAULT_MAXCOUNT
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import PartitionData
 from millpond.operators.fetch import FetchBytes
@@ -266,13 +267,15 @@ class DataFrame:
         max_concurrency: int = 16,
         on_missing: str = "error",
         batch_size: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> DataFrame:
         """Add column ``into`` with the bytes of the file (path or fsspec URL) each row of
         ``column`` names, read inside the task by up to ``max_concurrency`` threads at once
         (images, audio or documents a table links to). A file that cannot be read fails
         the step naming it (``on_missing="error"``), or gives null bytes and its error in
         ``<into>_error`` (``on_missing="null"``)."""
-        fetch = FetchBytes(column, into, max_concurrency, on_missing)
+        storage = self.session.storage.merged(storage_options)
+        fetch = FetchBytes(column, into, max_concurrency, on_missing, storage)
         return self.map_batches(fetch, batch_size=batch_size or 4 * max_concurrency)
 
     def select(self, *columns: str) -> DataFrame:
@@ -567,29 +570,92 @@ class DataFrame:
         return lazy
 
     def write_parquet(
-        self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"
+        self,
+        path: str,
+        partition_by: str | Sequence[str] | None = None,
+        mode: str = "error",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         """Write Parquet files under ``path`` (one or more per partition, or a hive layout
         ``key=value/`` with ``partition_by``). ``mode``: error, overwrite, append, ignore.
-        The output appears complete or not at all."""
-        self._write("parquet", path, partition_by, mode)
+        The output appears complete or not at all: on an object store (``s3://…``, with
+        the session's ``storage_options`` and these on top) the files are committed by a
+        manifest that millpond's readers honour."""
+        self._write("parquet", path, partition_by, mode, storage_options)
 
     def write_csv(
-        self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"
+        self,
+        path: str,
+        partition_by: str | Sequence[str] | None = None,
+        mode: str = "error",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         """Write CSV files (with a header row) under ``path``; see :meth:`write_parquet`."""
-        self._write("csv", path, partition_by, mode)
+        self._write("csv", path, partition_by, mode, storage_options)
 
     def write_json(
-        self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"
+        self,
+        path: str,
+        partition_by: str | Sequence[str] | None = None,
+        mode: str = "error",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         """Write JSON lines files under ``path``; see :meth:`write_parquet`."""
-        self._write("json", path, partition_by, mode)
+        self._write("json", path, partition_by, mode, storage_options)
+
+    def write_webdataset(
+        self,
+        path: str,
+        maxcount: int = DEFAULT_MAXCOUNT,
+        maxsize: int | None = None,
+        mode: str = "error",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write WebDataset tar shards under ``path`` for training loaders (webdataset,
+        torchdata…): each row is a sample whose ``__key__`` names it (a row without one
+        gets a unique key) and whose other columns are its members ``<key>.<column>``:
+        bytes as they are, strings as UTF-8, numbers as their decimal text (``cls``),
+        dicts and lists as JSON (``json``); nulls and columns starting with ``_`` (such
+        as ``__url__``) are left out. Each task writes its own shards
+        (``part-00000.tar``, or ``part-00000-00000.tar``, ``-00001``… when it writes
+        several), starting a new one after ``maxcount`` samples or ``maxsize`` bytes
+        (default: the session's ``target_partition_bytes``). ``mode`` as in
+        :meth:`write_parquet`; the shards appear complete or not at all."""
+        if not (isinstance(maxcount, int) and not isinstance(maxcount, bool) and maxcount >= 1):
+            raise PlanError(f"write_webdataset: maxcount must be an integer >= 1, got {maxcount!r}")
+        if maxsize is not None and not (
+            isinstance(maxsize, int) and not isinstance(maxsize, bool) and maxsize >= 1
+        ):
+            raise PlanError(f"write_webdataset: maxsize must be an integer >= 1, got {maxsize!r}")
+        options = {"maxcount": maxcount, "maxsize": maxsize}
+        self._write("webdataset", path, None, mode, storage_options, sink_options=options)
+
+    def write_arrow(
+        self, path: str, mode: str = "error", storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write Arrow IPC files (``.arrow``, the Feather v2 format, uncompressed) under
+        ``path``: the format that memory-maps without decoding, for readers that want
+        columns in memory at once (pyarrow, polars, DuckDB through pyarrow). One or more
+        files per partition, as :meth:`write_parquet`; ``mode`` too."""
+        self._write("arrow", path, None, mode, storage_options)
 
     def _write(
-        self, fmt: str, path: str, partition_by: str | Sequence[str] | None, mode: str
+        self,
+        fmt: str,
+        path: str,
+        partition_by: str | Sequence[str] | None,
+        mode: str,
+        storage_options: Mapping[str, Any] | None = None,
+        sink_options: Mapping[str, Any] | None = None,
     ) -> None:
-        write = DatasetWrite(path, fmt, mode, _names(partition_by, "partition_by"))
+        write = DatasetWrite(
+            path,
+            fmt,
+            mode,
+            _names(partition_by, "partition_by"),
+            storage=self.session.storage.merged(storage_options),
+            sink_options=dict(sink_options or {}),
+        )
         self.session.execute([self._node], [write], f"write_{fmt}")
 
 

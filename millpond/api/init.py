@@ -3,8 +3,13 @@ machine's defaults (smallpond's ``smallpond.init`` options accepted)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from typing import Any
+
 from millpond.api.session import Session
 from millpond.config import SessionConfig
+from millpond.io.storage import Storage
 
 
 def init(
@@ -25,6 +30,9 @@ def init(
     batch_size: int | None = None,
     pipelining: bool | None = None,
     task_timeout: float | None = None,
+    target_partition_bytes: int | str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    cache_dir: str | None = None,
     **smallpond_options: object,
 ) -> Session:
     """Start a session on the embedded engine (no services needed).
@@ -46,7 +54,15 @@ def init(
     ``memory_limit`` allows, then fails with ``MemoryLimitError``. With ``job_id``
     given, the session's jobs keep deterministic directories under ``data_root/job_id``,
     and running the same script again resumes each job from the tasks that had finished.
-    Options smallpond
+    Sources are read in tasks of about ``target_partition_bytes`` (default 256MB) of
+    decoded, in-memory data each (fewer when a scan is small: two tasks per executor,
+    at least 16MB), estimated from Parquet footers or a decoded sample of the files.
+    ``storage_options`` are the fsspec options (credentials, ``endpoint_url``…) of every
+    remote path the session reads or writes (flat, or keyed by protocol:
+    ``{"s3": {...}, "gs": {...}}``); a read or write's own ``storage_options`` go on top,
+    and without any, the standard environment variables and config files apply. They
+    never appear in logs, errors, explain() or reports. ``cache_dir`` keeps a local copy
+    of each remote file read, for data read more than once. Options smallpond
     accepts that have no meaning here (``job_time``, ``job_name``, ``bind_socket``,
     ``platform``, ``enable_profiling``…) are accepted and ignored.
     """
@@ -82,5 +98,12 @@ def init(
         batch_size=batch_size,
         pipelining=pipelining,
         task_timeout=task_timeout,
+        target_partition_bytes=target_partition_bytes,
     )
-    return Session(config, session_id=job_id)
+    if cache_dir is None:
+        cache_dir = os.environ.get("MILLPOND_CACHE_DIR") or None
+    storage = Storage.of(
+        storage_options,
+        cache_dir=os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else None,
+    )
+    return Session(config, session_id=job_id, storage=storage)

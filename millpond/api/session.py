@@ -8,12 +8,10 @@ import dataclasses
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from millpond.api.options import sql_step
+from millpond.api.sources import Sources
 from millpond.config import SessionConfig, default_data_root
 from millpond.errors import DataRootError, PlanError
 from millpond.execution.engine import Engine
@@ -23,26 +21,20 @@ from millpond.execution.outputs import DatasetWrite
 from millpond.execution.plan import PhysicalPlan
 from millpond.execution.report import flush_reports
 from millpond.execution.task_run import TaskResult
-from millpond.io.filesystem import partition_files, resolve_files
-from millpond.io.formats import (
-    JSON_FORMATS,
-    READ_EXTENSIONS,
-    ScanFormat,
-    check_parquet_schemas,
-    duckdb_columns,
-)
-from millpond.io.rows import table_from_rows
 from millpond.io.safety import remove_path
 from millpond.io.scratch import private_directory
-from millpond.operators.base import user_step
+from millpond.io.storage import (
+    Storage,
+    default_storage,
+    install_log_redaction,
+    set_default_storage,
+)
 from millpond.planning import logical as L
 from millpond.planning.optimizer import optimize_all
 from millpond.planning.planner import Planner
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from millpond.api.dataframe import DataFrame
+    pass
 
 log = logging.getLogger("millpond")
 logging.getLogger("millpond").addHandler(logging.NullHandler())
@@ -53,15 +45,21 @@ _live_sessions: weakref.WeakSet = weakref.WeakSet()
 BROADCAST_BYTES = 32 * 1024 * 1024
 
 
-class Session:
+class Session(Sources):
     """A millpond session: where jobs run and where their files go.
 
     Create it with :func:`millpond.init`; use it as a context manager or call
     :meth:`shutdown` to stop its worker processes and remove its temporary files.
     """
 
-    def __init__(self, config: SessionConfig, session_id: str | None = None) -> None:
+    def __init__(
+        self, config: SessionConfig, session_id: str | None = None, storage: Storage | None = None
+    ) -> None:
         self.config = config
+        #: how remote paths are reached: ``init(storage_options=..., cache_dir=...)``
+        self.storage = storage or Storage()
+        set_default_storage(self.storage)  # for paths given without options of their own
+        install_log_redaction()
         self.session_id = session_id or new_job_id()
         self.session_dir = os.path.join(config.data_root, self.session_id)
         _claim_scratch_space(config.data_root, self.session_dir)
@@ -94,6 +92,8 @@ class Session:
             return
         self._closed = True
         self.engine.shutdown()
+        if default_storage() is self.storage:
+            set_default_storage(Storage())
         flush_reports()  # none is being written into what is removed below
         self._cache.clear()
         if self.config.keep_intermediate or not os.path.isdir(self.session_dir):
@@ -128,193 +128,6 @@ class Session:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this millpond session has been shut down")
-
-    # -- sources --------------------------------------------------------------
-    def _df(self, node: L.LogicalNode) -> DataFrame:
-        from millpond.api.dataframe import DataFrame
-
-        return DataFrame(self, node)
-
-    def _scan(
-        self,
-        fmt: ScanFormat,
-        paths,
-        recursive: bool,
-        step_label: str,
-        npartitions: int | None = None,
-        glob: bool = True,
-    ) -> DataFrame:
-        step = user_step(step_label)
-        files = resolve_files(
-            paths, extensions=READ_EXTENSIONS[fmt.name], recursive=recursive, glob=glob
-        )
-        if fmt.name == "parquet" and not fmt.options.get("union_by_name"):
-            check_parquet_schemas([f.path for f in files])
-        partitions = partition_files(files, npartitions, self._target_partition_bytes(files))
-        return self._df(L.Scan((), step, format=fmt, partitions=partitions))
-
-    def _target_partition_bytes(self, files) -> int:
-        """Aim for two partitions per executor, within [16 MB, target_partition_bytes]."""
-        total = sum(f.size for f in files)
-        per = total // max(1, 2 * self.config.num_executors)
-        return max(16 * 1024 * 1024, min(self.config.target_partition_bytes, per))
-
-    def read_parquet(
-        self,
-        paths: str | Sequence[str],
-        columns: Sequence[str] | None = None,
-        union_by_name: bool = False,
-        hive_partitioning: bool | None = None,
-        recursive: bool = False,
-        npartitions: int | None = None,
-        glob: bool = True,
-    ) -> DataFrame:
-        """Parquet files: a path, a glob, a directory or a list of them (local or fsspec URLs).
-        Files found by listing a directory or expanding a glob are read as named; pass
-        ``glob=False`` to read paths with ``*``, ``?`` or ``[`` in their names literally
-        (or escape them as ``[*]``, ``[?]``, ``[[]``). Files whose schemas differ are refused
-        unless ``union_by_name``."""
-        options = {"union_by_name": union_by_name or None, "hive_partitioning": hive_partitioning}
-        label = f"read_parquet({_describe_paths(paths)})"
-        df = self._scan(ScanFormat("parquet", options), paths, recursive, label, npartitions, glob)
-        return df.select(*columns) if columns else df
-
-    def read_csv(
-        self,
-        paths: str | Sequence[str],
-        schema: pa.Schema | Mapping[str, Any] | None = None,
-        delim: str = ",",
-        header: bool | None = None,
-        recursive: bool = False,
-        npartitions: int | None = None,
-        glob: bool = True,
-    ) -> DataFrame:
-        """CSV files (paths as in :meth:`read_parquet`, ``glob`` too). With a ``schema`` (pyarrow schema or ``{name: type}``, in column order)
-        the files have no header row unless ``header=True`` — smallpond's convention; without
-        one, names come from the header row and types are inferred."""
-        if header is None:
-            header = schema is None
-        options: dict[str, object] = {"delim": delim, "header": header}
-        if schema is not None:
-            options["columns"] = duckdb_columns(schema)
-        return self._scan(
-            ScanFormat("csv", options),
-            paths,
-            recursive,
-            f"read_csv({_describe_paths(paths)})",
-            npartitions,
-            glob,
-        )
-
-    def read_json(
-        self,
-        paths: str | Sequence[str],
-        schema: pa.Schema | Mapping[str, Any] | None = None,
-        recursive: bool = False,
-        npartitions: int | None = None,
-        glob: bool = True,
-        format: str = "auto",
-    ) -> DataFrame:
-        """JSON files: one object per line, or a JSON array of objects per file (``format``:
-        ``"auto"`` tells them apart, or ``"newline_delimited"`` / ``"array"``); ``schema``
-        optional; paths as in :meth:`read_parquet`."""
-        if format not in JSON_FORMATS:
-            raise PlanError(f"read_json: format must be one of {JSON_FORMATS}, got {format!r}")
-        options: dict[str, object] = {"format": format}
-        if schema is not None:
-            options["columns"] = duckdb_columns(schema)
-        return self._scan(
-            ScanFormat("json", options),
-            paths,
-            recursive,
-            f"read_json({_describe_paths(paths)})",
-            npartitions,
-            glob,
-        )
-
-    def read_files(
-        self,
-        paths: str | Sequence[str],
-        recursive: bool = False,
-        npartitions: int | None = None,
-        glob: bool = True,
-    ) -> DataFrame:
-        """Raw files (images, audio, PDFs…) as rows of ``path``, ``size`` and ``bytes``, read
-        in parallel tasks of files packed by size; a step that does not use ``bytes`` never
-        reads them. Paths as in :meth:`read_parquet` (a folder gives all its files)."""
-        label = f"read_files({_describe_paths(paths)})"
-        return self._scan(ScanFormat("files"), paths, recursive, label, npartitions, glob)
-
-    def read_text(
-        self,
-        paths: str | Sequence[str],
-        include_path: bool = False,
-        recursive: bool = False,
-        npartitions: int | None = None,
-        glob: bool = True,
-    ) -> DataFrame:
-        """Text files as one row per line (column ``text``; ``path`` too with
-        ``include_path``), in file order; a final newline ends the last line and
-        ``\\r\\n`` counts as one line break. Paths as in :meth:`read_parquet`."""
-        fmt = ScanFormat("text", {"include_path": include_path})
-        label = f"read_text({_describe_paths(paths)})"
-        return self._scan(fmt, paths, recursive, label, npartitions, glob)
-
-    def from_arrow(
-        self, table: pa.Table | pa.RecordBatch | Iterable[pa.Table], npartitions: int | None = None
-    ) -> DataFrame:
-        """An Arrow table (or a list of tables, one partition each)."""
-        return self._from_tables(table, npartitions, user_step("from_arrow"))
-
-    def _from_tables(self, table, npartitions: int | None, step) -> DataFrame:
-        if isinstance(table, pa.RecordBatch):
-            table = pa.Table.from_batches([table])
-        tables = [table] if isinstance(table, pa.Table) else list(table)
-        if npartitions is not None and npartitions > 0:
-            whole = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-            bounds = [whole.num_rows * i // npartitions for i in range(npartitions + 1)]
-            tables = [whole.slice(bounds[i], bounds[i + 1] - bounds[i]) for i in range(npartitions)]
-        if not tables:
-            raise PlanError("from_arrow() needs at least one table")
-        return self._df(L.InMemory((), step, tables=tables))
-
-    def from_pandas(self, df: pd.DataFrame, npartitions: int | None = None) -> DataFrame:
-        """A pandas DataFrame (its index is dropped)."""
-        return self._from_tables(
-            pa.Table.from_pandas(df, preserve_index=False), npartitions, user_step("from_pandas")
-        )
-
-    def from_items(self, items: Iterable[Any], npartitions: int | None = None) -> DataFrame:
-        """Python values: dicts become columns, anything else an ``item`` column."""
-        items = list(items)
-        # types first: isinstance against the Mapping ABC costs 2 µs an item
-        if items and (
-            set(map(type, items)) == {dict} or all(isinstance(i, Mapping) for i in items)
-        ):
-            table = table_from_rows(items)
-        else:
-            rows = [{"item": item} for item in items]
-            table = table_from_rows(rows) if rows else pa.table({"item": items})
-        return self._from_tables(table, npartitions, user_step("from_items"))
-
-    def partial_sql(self, query: str, *inputs: DataFrame, **node_options: Any) -> DataFrame:
-        """DuckDB SQL run on each partition; ``{0}``, ``{1}``… name the inputs' partitions
-        (partition i of every input together; a one-partition input goes to every task).
-        As in smallpond the query is a Python format string: write ``{{``/``}}`` for literal
-        braces; ``{rand_seed}``, ``{batch_index}`` and ``{__data_partition__}`` are
-        available. With no inputs the query is a source. ``udfs=[...]`` and the node
-        options ``cpu_limit``/``memory_limit``/``gpu_limit`` as in :meth:`DataFrame.map`."""
-        step = user_step(f"partial_sql({query!r})")
-        for df in inputs:
-            if df.session is not self:
-                raise PlanError("partial_sql inputs must belong to the same session")
-        op, resources = sql_step(query, step, node_options, python_format=True)
-        return self._df(L.per_partition([df._node for df in inputs], step, op, resources))
-
-    def wait(self, *dataframes: DataFrame) -> None:
-        """Compute each DataFrame (do the writes of ``write_parquet_lazy``), in order."""
-        for df in dataframes:
-            df.compute()
 
     # -- planning and running -------------------------------------------------
     def _with_cache(self, *nodes: L.LogicalNode) -> list[L.LogicalNode]:
@@ -366,9 +179,11 @@ class Session:
             for write in writes:
                 write.prepare()
             job.run()
-            for write in writes:
-                write.commit()
-            return job.output_results()
+            results = job.output_results()
+            for output, output_results in zip(outputs, results):
+                if isinstance(output, DatasetWrite):
+                    output.commit([f for r in output_results for f in r.output.written])
+            return results
         except BaseException:
             for write in writes:
                 write.abort()
@@ -449,13 +264,6 @@ def _claim_scratch_space(data_root: str, session_dir: str) -> None:
         if not os.path.isdir(data_root):
             raise DataRootError(f"cannot use data_root {data_root!r}: it is not a directory")
     private_directory(session_dir, "the session directory", hint)
-
-
-def _describe_paths(paths: str | Sequence[str]) -> str:
-    if isinstance(paths, (str, os.PathLike)):
-        return repr(os.fspath(paths))
-    paths = list(paths)
-    return repr(paths[0]) + (f", … {len(paths)} paths" if len(paths) > 1 else "")
 
 
 @atexit.register

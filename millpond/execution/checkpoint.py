@@ -439,7 +439,7 @@ def _stable(value: object, digest) -> object:
     if isinstance(value, Step):
         return [value.label, value.origin, value.code]
     if isinstance(value, ScanInput):
-        return {
+        described = {
             "scan": _stable(value.format, digest),
             "files": [_file_identity(f) for f in value.files],
             "columns": value.columns,
@@ -448,6 +448,9 @@ def _stable(value: object, digest) -> object:
             "schema": str(value.schema) if value.schema is not None else None,
             "steps": [_stable(s, digest) for s in value.steps],
         }
+        if value.row_ranges is not None:  # parts of files (whole ones: as before)
+            described["row_ranges"] = [list(r) if r else None for r in value.row_ranges]
+        return described
     if isinstance(value, FilePartition):
         return {"files": [_file_identity(f) for f in value.files], "rows": value.rows}
     if isinstance(value, pa.Table):

@@ -10,6 +10,7 @@ from millpond.errors import (  # MemoryLimitError, UserFunctionError: raised fro
     InputReadError,
     MemoryLimitError,
     SqlError,
+    StorageError,
     TaskFailedError,
     TaskTimeoutError,
     UserFunctionError,
@@ -17,6 +18,7 @@ from millpond.errors import (  # MemoryLimitError, UserFunctionError: raised fro
 from millpond.execution.engine import Failure
 from millpond.execution.plan import Stage
 from millpond.execution.task_run import TaskSpec
+from millpond.io.storage import redact
 
 MAX_QUERY_IN_ERROR = 4000
 
@@ -46,6 +48,24 @@ def task_error(
 ) -> BaseException:
     """The exception a job raises for a task ``failure`` that ends it: the user's own
     exception (with the worker's traceback as its cause) where it could be sent back."""
+    return _redacted(_task_error(failure, spec, stage, job_id, session_memory_limit))
+
+
+def _redacted(exc: BaseException) -> BaseException:
+    """``exc`` with every credential millpond knows removed from its message and the
+    worker's traceback (an error message must never show a secret key)."""
+    if any(isinstance(a, str) and redact(a) != a for a in exc.args):
+        exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+    cause = exc.__cause__
+    if isinstance(cause, RemoteTraceback):
+        cause.text = redact(cause.text)
+        cause.args = (cause.text,)
+    return exc
+
+
+def _task_error(
+    failure: Failure, spec: TaskSpec, stage: Stage, job_id: str, session_memory_limit: int
+) -> BaseException:
     where = f"partition {spec.index} of stage {spec.stage_id}"
     if failure.kind == "user":
         original = _unpickle(failure.exception)
@@ -82,6 +102,13 @@ def task_error(
             f"{spec.timeout:g} s ({spec.timeout_origin}) and was stopped, on {where} after "
             f"{spec.attempt + 1} attempt(s) (job {job_id}).{_steps(spec)}"
         )
+    original = _unpickle(failure.exception)
+    if isinstance(original, StorageError):  # names the URL and why: the error to show
+        if hasattr(original, "add_note"):
+            original.add_note(
+                f"on {where} (job {job_id}), after {spec.attempt + 1} attempt(s) of the task"
+            )
+        return original
     detail = f"\n{failure.traceback}" if failure.traceback else ""
     return TaskFailedError(
         f"{spec.name} ({spec.stage_label}) failed after {spec.attempt + 1} attempt(s) on "
@@ -96,12 +123,13 @@ def _steps(spec: TaskSpec) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """The exception as a user would see it: type, message, notes, and a worker's traceback."""
+    """The exception as a user would see it: type, message, notes, and a worker's traceback
+    (without credentials)."""
     text = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
     cause = exc.__cause__
     if isinstance(cause, RemoteTraceback):
         text += "\n\nin the worker:\n" + cause.text.rstrip()
-    return text
+    return redact(text)
 
 
 def _unpickle(data: bytes | None) -> object:

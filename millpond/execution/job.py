@@ -40,6 +40,7 @@ from millpond.execution.stage_scheduler import StageScheduler
 from millpond.execution.task_builder import FinalSink, TaskBuilder
 from millpond.execution.task_run import TaskResult
 from millpond.io.safety import remove_path
+from millpond.io.storage import install_log_redaction, redact
 
 __all__ = ["FinalSink", "Job", "new_job_id", "remove_intermediate"]
 
@@ -238,6 +239,7 @@ class Job:
     def _start(self) -> None:
         self.status = "running"
         self.started = time.time()
+        install_log_redaction()  # loggers of modules imported since the session started
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         with contextlib.suppress(OSError):
             remove_path(os.path.join(self.dir, FAILED_FILE), within=self.dir)
@@ -288,7 +290,7 @@ class Job:
             with open(os.path.join(self.dir, FAILED_FILE), "w") as f:
                 f.write(
                     f"job {self.job_id} ({self.description}) {verb}{stage}:\n"
-                    f"{self.error or error_text(exc)}\n"
+                    f"{redact(self.error or error_text(exc))}\n"
                     f"report: {self.report_path}\n"
                 )
         except OSError:

@@ -18,6 +18,7 @@ from html import escape
 
 from millpond.config import describe_size
 from millpond.execution.plan import SourceSlot, Stage, StageSlot
+from millpond.io.storage import redact
 
 log = logging.getLogger("millpond.report")
 
@@ -324,7 +325,7 @@ def _write(path: str, text: str) -> None:
     parent, job = os.path.split(job_dir)
     tmp = os.path.join(parent, f".{job}-{name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+        f.write(redact(text))  # no credential in a report, whatever an error said
     os.replace(tmp, path)
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 from millpond.errors import InputReadError
 from millpond.io.filesystem import filesystem_for, is_local
 from millpond.io.sqltext import literal_path, quote_ident, quote_string
+from millpond.io.storage import Storage
 from millpond.operators.base import Op, QueryFailure, Step, UserCodeFailure
 from millpond.operators.context import RuntimeContext, TaskContext
 from millpond.operators.data import (
@@ -75,20 +76,35 @@ class TaskResult:
     attempt: int = 0
 
 
-def _register_filesystems(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
-    """Serve fsspec URLs (``memory://``, ``s3://``…) to DuckDB through fsspec."""
+#: per connection, the filesystem serving each protocol DuckDB was given (by fsspec token)
+_registered: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _register_filesystems(
+    con: duckdb.DuckDBPyConnection, paths: list[str], storage: Storage | None = None
+) -> None:
+    """Serve fsspec URLs (``memory://``, ``s3://``…) to DuckDB through fsspec, with the
+    scan's storage options; a connection reused for another store's options gets the
+    filesystem of those."""
+    served = _registered.setdefault(con, {})
     for path in paths:
         if is_local(path):
             continue
-        fs = filesystem_for(path)
+        fs = filesystem_for(path, storage)
         names = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-        if not any(con.filesystem_is_registered(name) for name in names):
-            con.register_filesystem(fs)
+        token = getattr(fs, "_fs_token", id(fs))
+        if all(served.get(name) == token for name in names):
+            continue
+        for name in names:
+            if con.filesystem_is_registered(name):
+                con.unregister_filesystem(name)
+        con.register_filesystem(fs)
+        served.update(dict.fromkeys(names, token))
 
 
 def _slot_sql(ctx: TaskContext, slot: PartitionInput) -> str:
     if isinstance(slot, ScanInput):
-        _register_filesystems(ctx.con, slot.files)
+        _register_filesystems(ctx.con, slot.files, slot.format.storage)
         return scan_sql(slot)
     parts: list[str] = []
     files = [f for piece in slot.pieces if isinstance(piece, FilePartition) for f in piece.files]

@@ -17,7 +17,7 @@ import traceback
 import duckdb
 import pyarrow as pa
 
-from millpond.errors import InputReadError
+from millpond.errors import InputReadError, StorageError
 from millpond.execution.engine import Failure
 from millpond.execution.task_run import TaskSpec, run_task
 from millpond.operators.base import QueryFailure, UserCodeFailure
@@ -45,6 +45,8 @@ def _is_deterministic(exc: BaseException) -> bool:
         return isinstance(exc, duckdb.IOException) and any(
             text in str(exc) for text in _DETERMINISTIC_IO_TEXT
         )
+    if isinstance(exc, StorageError):  # a denied or missing object: no retry cures it
+        return not exc.transient
     if isinstance(exc, OSError):
         return exc.errno in _DETERMINISTIC_ERRNOS
     if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)):

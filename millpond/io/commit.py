@@ -98,7 +98,7 @@ def _writer_record() -> dict[str, object]:
     return {"pid": pid, "start": _process_start(pid), "host": socket.gethostname()}
 
 
-def _writer_alive(record: dict) -> bool:
+def writer_alive(record: dict) -> bool:
     """Whether the writer a record names may still run. A writer on another machine is
     taken to be alive: this machine cannot know."""
     if record.get("host") != socket.gethostname():
@@ -123,7 +123,7 @@ def _is_stale(entry: str) -> bool:
     except (OSError, ValueError):
         record = None
     if isinstance(record, dict):
-        return not _writer_alive(record)
+        return not writer_alive(record)
     try:
         return time.time() - os.lstat(entry).st_mtime > UNRECORDED_STALE_AFTER_S
     except OSError:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from millpond.errors import InputNotFoundError
+from millpond.io.manifest import committed_filter, written_by
+from millpond.io.storage import (
+    Storage,
+    default_storage,
+    is_local,
+    split_protocol,
+    with_retries,
+)
+
+__all__ = ["FileInfo", "filesystem_for", "is_local", "resolve_files", "split_protocol"]
 
 if TYPE_CHECKING:
     import fsspec
-
-
-def split_protocol(path: str) -> tuple[str | None, str]:
-    """``s3://bucket/key`` → ``("s3", "bucket/key")``; a plain path has no protocol."""
-    from fsspec.core import split_protocol as split
-
-    return split(path)
 
 
 _GLOB_CHARS = ("*", "?", "[")
@@ -31,17 +35,13 @@ class FileInfo:
     size: int
 
 
-def is_local(path: str) -> bool:
-    protocol, _ = split_protocol(path)
-    return protocol in (None, "file", "local")
-
-
-def filesystem_for(path: str, storage_options: dict | None = None) -> fsspec.AbstractFileSystem:
-    """The fsspec filesystem serving ``path``."""
-    import fsspec
-
-    protocol, _ = split_protocol(path)
-    return fsspec.filesystem(protocol or "file", **(storage_options or {}))
+def filesystem_for(
+    path: str, storage_options: Storage | Mapping[str, Any] | None = None
+) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem serving ``path``: with ``storage_options`` (a dict of fsspec
+    options or a :class:`Storage`), else with the session's (``init(storage_options=)``)."""
+    storage = default_storage() if storage_options is None else Storage.of(storage_options)
+    return storage.filesystem(path)
 
 
 def _with_protocol(path: str, original: str) -> str:
@@ -68,7 +68,7 @@ def resolve_files(
     *,
     extensions: tuple[str, ...] = (),
     recursive: bool = False,
-    storage_options: dict | None = None,
+    storage_options: Storage | Mapping[str, Any] | None = None,
     glob: bool = True,
 ) -> list[FileInfo]:
     """Expand lists, globs and directories into files, in a deterministic order.
@@ -84,26 +84,57 @@ def resolve_files(
     found: list[FileInfo] = []
     for pattern in as_path_list(paths):
         fs = filesystem_for(pattern, storage_options)
-        stripped = fs._strip_protocol(pattern)
-        is_glob = glob and any(ch in pattern for ch in _GLOB_CHARS)
-        entries = []
-        if is_glob:
-            matches = fs.glob(stripped, detail=True)
-            entries = [
-                (p, info) for p, info in sorted(matches.items()) if info["type"] != "directory"
-            ]
-        if not entries and fs.isdir(stripped):
-            entries = _list_dir(fs, stripped, extensions, recursive)
-        elif not entries and fs.exists(stripped):
-            entries = [(stripped, fs.info(stripped))]
-        if not entries:
-            what = "directory has no matching files" if fs.isdir(stripped) else "no such file"
-            if is_glob:
-                what = "the glob matched no files"
-            raise InputNotFoundError(f"input {pattern!r}: {what}")
+        if is_local(pattern):
+            entries = _resolve_one(fs, pattern, extensions, recursive, glob)
+        else:  # a denied or unreachable store: one clear error naming the URL
+            entries = with_retries(
+                lambda fs=fs, pattern=pattern: _resolve_one(
+                    fs, pattern, extensions, recursive, glob
+                ),
+                f"listing {pattern!r}",
+            )
         for path, info in entries:
             found.append(FileInfo(_with_protocol(path, pattern), int(info.get("size") or 0)))
     return found
+
+
+def _resolve_one(fs, pattern: str, extensions: tuple[str, ...], recursive: bool, glob: bool):
+    stripped = fs._strip_protocol(pattern)
+    if not is_local(pattern):  # what other writers did since this process last looked
+        fs.invalidate_cache()
+    is_glob = glob and any(ch in pattern for ch in _GLOB_CHARS)
+    entries = []
+    if is_glob:
+        matches = fs.glob(stripped, detail=True)
+        entries = [(p, info) for p, info in sorted(matches.items()) if info["type"] != "directory"]
+    is_dir = not entries and fs.isdir(stripped)
+    if is_dir:
+        entries = _committed(fs, stripped, _list_dir(fs, stripped, extensions, recursive))
+    elif not entries and fs.exists(stripped):
+        entries = [(stripped, fs.info(stripped))]
+    if not entries:
+        what = "directory has no matching files" if is_dir else "no such file"
+        if is_glob:
+            what = "the glob matched no files"
+        raise InputNotFoundError(f"input {pattern!r}: {what}")
+    return entries
+
+
+def _committed(fs, root: str, entries: list) -> list:
+    """The entries of a dataset folder a reader may see: those its millpond manifest
+    lists, if it has one; never the files of a write that has not committed."""
+    manifest, pending = committed_filter(fs, root)
+    if manifest is None:
+        return [e for e in entries if not written_by(e[0], pending)] if pending else entries
+    listed = {posixpath.join(root.rstrip("/"), f) for f in manifest.files}
+    kept = [e for e in entries if e[0] in listed]
+    missing = listed - {e[0] for e in kept}
+    if missing:
+        raise InputNotFoundError(
+            f"dataset {root!r}: its manifest lists {sorted(missing)[0]!r}, which is missing "
+            f"({len(missing)} listed files are)"
+        )
+    return kept
 
 
 def _list_dir(fs, root: str, extensions: tuple[str, ...], recursive: bool):

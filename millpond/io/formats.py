@@ -10,6 +10,7 @@ import duckdb
 import pyarrow as pa
 
 from millpond.io.sqltext import file_list, quote_ident, quote_string
+from millpond.io.storage import Storage
 
 READ_EXTENSIONS = {
     "parquet": (".parquet", ".pq", ".parq"),
@@ -17,9 +18,14 @@ READ_EXTENSIONS = {
     "json": (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz"),
     "files": (),  # raw files: every (non-hidden) file of a folder
     "text": (),
+    # read by Python in the tasks (millpond.io.webdataset, millpond.io.arrow_ipc)
+    "webdataset": (".tar", ".tar.gz", ".tgz"),
+    "arrow": (".arrow", ".feather", ".ipc", ".arrows"),
 }
 JSON_FORMATS = ("auto", "newline_delimited", "array")
-WRITE_FORMATS = ("parquet", "csv", "json")
+WRITE_FORMATS = ("parquet", "csv", "json", "webdataset", "arrow")
+#: written by Python (pyarrow, tarfile) rather than by DuckDB's COPY
+PYTHON_WRITE_FORMATS = ("webdataset", "arrow")
 
 _schema_lock = threading.Lock()
 _schema_con: duckdb.DuckDBPyConnection | None = None
@@ -51,6 +57,8 @@ class ScanFormat:
 
     name: str
     options: Mapping[str, object] = field(default_factory=dict)
+    #: how the files' store is reached (fsspec options; printed without credentials)
+    storage: Storage | None = None
 
     def table_function(self, paths: Sequence[str]) -> str:
         files = file_list(paths)
@@ -123,17 +131,23 @@ def copy_options(
 
 
 def file_extension(fmt: str) -> str:
-    return {"parquet": ".parquet", "csv": ".csv", "json": ".jsonl"}[fmt]
+    return {
+        "parquet": ".parquet",
+        "csv": ".csv",
+        "json": ".jsonl",
+        "webdataset": ".tar",
+        "arrow": ".arrow",
+    }[fmt]
 
 
-def _footer_schema(path: str) -> pa.Schema:
+def _footer_schema(path: str, storage: Storage | None = None) -> pa.Schema:
     import pyarrow.parquet as pq
 
     from millpond.io.filesystem import filesystem_for, is_local
 
     if is_local(path):
         return pq.read_schema(path)
-    with filesystem_for(path).open(path, "rb") as f:
+    with filesystem_for(path, storage).open(path, "rb") as f:
         return pq.read_schema(f)
 
 
@@ -141,11 +155,16 @@ def _columns(schema: pa.Schema) -> dict[str, pa.DataType]:
     return {field.name: field.type for field in schema}
 
 
-def check_parquet_schemas(paths: Sequence[str]) -> None:
+def check_parquet_schemas(
+    paths: Sequence[str],
+    storage: Storage | None = None,
+    schemas: Sequence[pa.Schema] | None = None,
+) -> None:
     """Refuse, at planning, Parquet files read together whose schemas differ (in column
     names or types; order does not matter): read in different tasks they would give a
     result with several schemas, or drop columns without a word. Reads each file's
-    footer (a few KB, in parallel). Raises SchemaMismatchError naming two files and how
+    footer (a few KB, in parallel) unless its ``schemas`` are given (one per path, as
+    scan planning read them). Raises SchemaMismatchError naming two files and how
     they differ, or InputReadError naming an unreadable file."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -156,12 +175,13 @@ def check_parquet_schemas(paths: Sequence[str]) -> None:
 
     def read(path: str) -> pa.Schema:
         try:
-            return _footer_schema(path)
+            return _footer_schema(path, storage)
         except Exception as exc:  # noqa: BLE001 - reported as the file's
             raise InputReadError(f"cannot read input file {path!r} (parquet): {exc}") from exc
 
-    with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
-        schemas = list(pool.map(read, paths))
+    if schemas is None or len(schemas) != len(paths):
+        with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
+            schemas = list(pool.map(read, paths))
     first = _columns(schemas[0])
     for path, schema in zip(paths[1:], schemas[1:]):
         other = _columns(schema)

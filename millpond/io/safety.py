@@ -19,7 +19,19 @@ from collections.abc import Iterable
 from millpond.errors import UnsafePathError
 
 #: files of the formats millpond writes (and reads back as datasets)
-DATA_SUFFIXES = (".parquet", ".pq", ".parq", ".csv", ".tsv", ".json", ".jsonl", ".ndjson")
+DATA_SUFFIXES = (
+    ".parquet",
+    ".pq",
+    ".parq",
+    ".csv",
+    ".tsv",
+    ".json",
+    ".jsonl",
+    ".ndjson",
+    ".arrow",
+    ".feather",
+    ".tar",
+)
 #: markers that live inside datasets: Spark/Hadoop's, Parquet summaries, millpond's own
 MARKER_NAMES = frozenset({"_SUCCESS", "_metadata", "_common_metadata", ".MANIFEST.txt"})
 MARKER_SUFFIXES = (".crc",)
@@ -191,3 +203,29 @@ def _vanished_ok(function, path: str, exc_info) -> None:
     """rmtree's error handler: an entry that is already gone is fine, anything else not."""
     if not isinstance(exc_info[1], FileNotFoundError):
         raise exc_info[1]
+
+
+def remove_objects(fs, dataset_url: str, names: Iterable[str]) -> None:
+    """Delete objects of an object-store dataset: the remote counterpart of
+    :func:`remove_path`, and the one function that deletes there. Each name must be a path
+    inside ``dataset_url`` (no ``..``, not absolute) of a data file or a dataset marker,
+    and the dataset must be a folder, not a whole bucket; anything else raises
+    :class:`UnsafePathError` and deletes nothing."""
+    from millpond.io.storage import split_protocol, with_retries
+
+    protocol, rest = split_protocol(dataset_url)
+    root = rest.strip("/")
+    if protocol in (None, "file", "local") or "/" not in root:
+        raise UnsafePathError(f"refusing to delete in {dataset_url!r}: not a dataset folder")
+    targets = []
+    for name in names:
+        parts = name.split("/")
+        if not name or name.startswith("/") or ".." in parts or not is_data_file(parts[-1]):
+            raise UnsafePathError(
+                f"refusing to delete {name!r} in {dataset_url!r}: not a data file of the dataset"
+            )
+        targets.append(f"{root}/{name}")
+    if targets:
+        with_retries(
+            lambda: fs.rm(targets), f"deleting {len(targets)} object(s) in {dataset_url!r}"
+        )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from millpond.io.formats import ScanFormat
+from millpond.io.scan_planning import TaskEstimate, ranged_table_function
 from millpond.io.sqltext import file_list, quote_ident
 
 
@@ -65,6 +66,10 @@ class ScanInput:
     schema: pa.Schema | None = None
     nbytes: int = 0
     steps: tuple = ()  # user steps pushed into this scan, for error messages
+    #: rows ``(start, stop)`` of each file read (None: whole), for files split by row groups
+    row_ranges: list[tuple[int, int] | None] | None = None
+    #: estimated decoded bytes and rows (planned scans; see millpond.io.scan_planning)
+    estimate: TaskEstimate | None = None
 
     @property
     def label(self) -> str:
@@ -103,8 +108,14 @@ def merge_inputs(parts: Sequence[PartitionInput]) -> PartitionInput | None:
             (p.format, p.columns, p.predicate, p.limit, p.schema, p.steps) != alike for p in parts
         ):
             return None
+        ranges = [r for p in parts for r in _file_ranges(p)]
+        estimates = [p.estimate for p in parts]
         return dataclasses.replace(
-            first, files=[f for p in parts for f in p.files], nbytes=sum(p.nbytes for p in parts)
+            first,
+            files=[f for p in parts for f in p.files],
+            nbytes=sum(p.nbytes for p in parts),
+            row_ranges=ranges if any(r is not None for r in ranges) else None,
+            estimate=sum(estimates[1:], estimates[0]) if None not in estimates else None,
         )
     if all(isinstance(p, DataInput) and p.columns is None and p.row_ranges is None for p in parts):
         schema = next((p.schema for p in parts if p.schema is not None), None)
@@ -112,12 +123,18 @@ def merge_inputs(parts: Sequence[PartitionInput]) -> PartitionInput | None:
     return None
 
 
+def _file_ranges(scan: ScanInput) -> list[tuple[int, int] | None]:
+    """The row range of each of ``scan``'s files (None: the whole file)."""
+    ranges = list(scan.row_ranges or [])[: len(scan.files)]
+    return ranges + [None] * (len(scan.files) - len(ranges))
+
+
 def scan_sql(scan: ScanInput) -> str:
     """The SELECT that reads one scan partition with projection, filter and limit pushed in."""
     if not scan.files:
         raise ValueError("empty scan")
     cols = ", ".join(quote_ident(c) for c in scan.columns) if scan.columns else "*"
-    sql = f"SELECT {cols} FROM {scan.format.table_function(scan.files)}"
+    sql = f"SELECT {cols} FROM {ranged_table_function(scan.format, scan.files, scan.row_ranges)}"
     if scan.predicate:
         sql += f" WHERE {scan.predicate}"
     if scan.limit is not None:

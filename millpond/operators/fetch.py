@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from millpond.errors import PlanError
 from millpond.io.filesystem import filesystem_for, is_local
+from millpond.io.storage import Storage, with_retries
 
 ON_MISSING = ("error", "null")
 
@@ -26,6 +27,8 @@ class FetchBytes:
     into: str = "bytes"
     max_concurrency: int = 16
     on_missing: str = "error"
+    #: how remote URLs are reached (shown without credentials)
+    storage: Storage | None = None
 
     def __post_init__(self) -> None:
         if self.on_missing not in ON_MISSING:
@@ -60,8 +63,8 @@ class FetchBytes:
             if is_local(path):
                 with open(path.removeprefix("file://"), "rb") as f:
                     return f.read(), None
-            with filesystem_for(path).open(path, "rb") as f:
-                return f.read(), None
+            fs = filesystem_for(path, self.storage)  # one GET, retried while transient
+            return with_retries(lambda: fs.cat_file(path), f"reading {path!r}"), None
         except OSError as exc:
             if self.on_missing == "error":
                 raise FileNotFoundError(

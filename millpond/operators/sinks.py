@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from millpond.errors import PlanError
-from millpond.io.formats import copy_options, file_extension
+from millpond.io import arrow_ipc, webdataset
+from millpond.io.formats import PYTHON_WRITE_FORMATS, copy_options, file_extension
 from millpond.io.safety import remove_path
 from millpond.io.scratch import make_private
 from millpond.io.sqltext import literal_path, quote_ident, quote_string
@@ -267,6 +268,8 @@ class WriteSink:
     #: the user's umask: a worker writes its own files 0600, the user's outputs not
     umask: int = 0o022
     file_bytes: int = 256 * 1024 * 1024
+    #: options of a format written by Python (``write_webdataset``'s ``maxcount``, ``maxsize``)
+    options: dict = field(default_factory=dict)
 
     needs_schema = True  # ``write`` is given the result's schema
 
@@ -289,6 +292,8 @@ class WriteSink:
             raise FileNotFoundError(
                 f"the staging directory {os.path.dirname(self.directory)!r} is gone"
             ) from None
+        if self.format in PYTHON_WRITE_FORMATS:
+            return self._write_python(ctx, rel, schema)
         opts = copy_options(self.format, partition_by=self.partition_by)[:-1]
         if not self.partition_by:
             opts += f", FILE_SIZE_BYTES {int(self.file_bytes)}"
@@ -305,6 +310,33 @@ class WriteSink:
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o777 & ~self.umask)
             written += [os.path.join(root, f) for f in files if f.startswith(self.basename)]
+        for path in written:
+            os.chmod(path, 0o666 & ~self.umask)
+        return SinkOutput(
+            schema=schema,
+            rows=rows,
+            nbytes=sum(os.path.getsize(p) for p in written),
+            written=written,
+        )
+
+    def _write_python(self, ctx, rel: str, schema: pa.Schema) -> SinkOutput:
+        """Formats DuckDB cannot COPY to (WebDataset tar shards, Arrow IPC files), written
+        by Python from the partition's Arrow stream under the same names and rules."""
+        if self.partition_by:
+            raise ValueError(f"write_{self.format} does not take partition_by")
+        reader = ctx.reader(rel)
+        if self.format == "arrow":
+            rows, written = arrow_ipc.write_files(
+                reader, reader.schema, self.directory, self.basename, self.file_bytes
+            )
+        else:
+            rows, written = webdataset.write_shards(
+                reader,
+                self.directory,
+                self.basename,
+                maxcount=int(self.options.get("maxcount") or webdataset.DEFAULT_MAXCOUNT),
+                maxsize=int(self.options.get("maxsize") or self.file_bytes),
+            )
         for path in written:
             os.chmod(path, 0o666 & ~self.umask)
         return SinkOutput(

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from millpond.io.filesystem import FileInfo
 from millpond.io.formats import ScanFormat
+from millpond.io.scan_planning import ScanLayout
 from millpond.operators.base import Op, Step
 from millpond.operators.data import PartitionData
 from millpond.planning.aggregates import AggSpec
@@ -69,12 +70,19 @@ class Scan(LogicalNode):
     limit: int | None = None
     #: the user steps whose filter or projection was pushed in (named in query errors)
     pushed_steps: tuple = ()
+    #: the files' estimated decoded sizes, from which ``partitions`` were planned (and are
+    #: planned again for the columns the optimizer pushes in); None: planned by file size
+    layout: ScanLayout | None = None
 
     def label(self) -> str:
         files = [f for p in self.partitions for f in p]
         nbytes = sum(f.size for f in files)
+        count = len({f.path for f in files})
+        size = _size(nbytes)
+        if self.layout is not None:
+            size += f", ~{_size(self.layout.decoded_bytes(self.layout.columns))} decoded"
         parts = [
-            f"scan {self.format.name}: {len(files)} file(s), {_size(nbytes)}, {len(self.partitions)} partition(s)"
+            f"scan {self.format.name}: {count} file(s), {size}, {len(self.partitions)} partition(s)"
         ]
         if self.columns is not None:
             parts.append(f"columns={self.columns}")
@@ -82,7 +90,7 @@ class Scan(LogicalNode):
             parts.append(f"filter=({self.predicate})")
         if self.limit is not None:
             parts.append(f"limit={self.limit}")
-        if len(files) == 1:
+        if count == 1:
             parts.append(os.path.basename(files[0].path))
         return " ".join(parts)
 

@@ -57,12 +57,28 @@ def push_limit_into_scan(node: LogicalNode) -> LogicalNode | None:
 
 
 def split_scan_files(node: LogicalNode) -> LogicalNode | None:
-    """``repartition(n)`` by files right after a scan only regroups its files."""
+    """``repartition(n)`` by files right after a scan only regroups its files (a scan
+    planned by decoded size: into ``n`` tasks balanced by that size)."""
     scan = _scan_input(node)
     if not (isinstance(node, Repartition) and node.mode == "files" and scan):
         return None
+    if scan.layout is not None:
+        layout = scan.layout.replanned(scan.columns, npartitions=node.n)
+        return scan.replace(partitions=layout.plan(), layout=layout, step=node.step)
     files = [f for part in scan.partitions for f in part]
     return scan.replace(partitions=partition_files(files, node.n, 0), step=node.step)
+
+
+def plan_scan_for_columns(node: LogicalNode) -> LogicalNode | None:
+    """A scan planned by decoded size is planned again once a projection is pushed into
+    it: its tasks are balanced by the decoded size of the columns it reads."""
+    if not (isinstance(node, Scan) and node.layout is not None):
+        return None
+    columns = tuple(node.columns) if node.columns is not None else None
+    if node.layout.columns == columns:
+        return None
+    layout = node.layout.replanned(columns)
+    return node.replace(partitions=layout.plan(), layout=layout)
 
 
 def merge_limits(node: LogicalNode) -> LogicalNode | None:
@@ -77,6 +93,7 @@ RULES: list[Rule] = [
     push_projection_into_scan,
     push_limit_into_scan,
     split_scan_files,
+    plan_scan_for_columns,
     merge_limits,
 ]
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from millpond.errors import PlanError, SchemaMismatchError
 from millpond.execution.plan import PhysicalPlan, Slot, SourceSlot, Stage, StageSlot
+from millpond.io.scan_planning import piece_ranges, task_estimate
 from millpond.io.sqltext import ident_list, quote_ident
 from millpond.operators.base import Op, Step
 from millpond.operators.data import DataInput, ScanInput, TablePartition, merge_inputs
@@ -163,6 +164,8 @@ class Planner:
                 limit=node.limit,
                 nbytes=sum(f.size for f in files),
                 steps=node.pushed_steps,
+                row_ranges=piece_ranges(files),
+                estimate=task_estimate(files),
             )
             if files
             else DataInput([], empty_schema)

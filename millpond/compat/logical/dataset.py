@@ -3,6 +3,7 @@ compiles to a source of millpond's logical plan — one partition, as in smallpo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,7 @@ from millpond.compat.common import DEFAULT_BATCH_SIZE
 from millpond.io.filesystem import FileInfo, resolve_files
 from millpond.io.formats import READ_EXTENSIONS, ScanFormat, check_parquet_schemas, duckdb_columns
 from millpond.io.sqltext import quote_ident, quote_string
+from millpond.io.storage import default_storage
 from millpond.operators.base import Step
 from millpond.planning import logical as L
 
@@ -98,9 +100,10 @@ class DataSet:
 
     def to_logical(self, step: Step) -> L.LogicalNode:
         """A single-partition source of millpond's logical plan."""
-        scan = self._scan_format()
+        # the session's storage options travel with the scan to the workers
+        scan = dataclasses.replace(self._scan_format(), storage=default_storage())
         if scan.name == "parquet" and not scan.options.get("union_by_name"):
-            check_parquet_schemas(self.resolved_paths)
+            check_parquet_schemas(self.resolved_paths, scan.storage)
         node = L.Scan((), step, format=scan, partitions=[self.files()])
         if self.columns:
             from millpond.operators.sql import ColumnsOp
