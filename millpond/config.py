@@ -52,6 +52,12 @@ def _parse_bool(name: str, value: str) -> bool:
     raise ValueError(f"{ENV_PREFIX}{name}={value!r}: expected one of {sorted(_TRUE | _FALSE)}")
 
 
+def is_url(path: str) -> bool:
+    """A path of a remote store (``s3://…``, ``gs://…``), not of this machine's files."""
+    scheme, sep, _rest = path.partition("://")
+    return bool(sep) and scheme not in ("file", "local") and scheme.isidentifier()
+
+
 def default_data_root() -> str:
     """``$TMPDIR/millpond-$USER``: private to the user (see :mod:`millpond.io.scratch`)."""
     try:
@@ -81,6 +87,9 @@ class SessionConfig:
     ray_address: str | None = None
     #: seconds a task may run before it is stopped and retried (None: no limit)
     task_timeout: float | None = None
+    #: a data_root given as a URL (``s3://bucket/root``): the jobs' reports are published
+    #: there, while their working files go to ``data_root``, a private local directory
+    remote_root: str | None = None
 
     @property
     def memory_per_task(self) -> int:
@@ -133,6 +142,9 @@ class SessionConfig:
             raise ValueError(f"task_timeout must be > 0 seconds, got {config.task_timeout!r}")
         if config.engine not in ("local", "ray"):
             raise ValueError(f"engine must be 'local' or 'ray', got {config.engine!r}")
+        if is_url(config.data_root):  # an object store: the scratch space stays local
+            config.remote_root = config.data_root.rstrip("/")
+            config.data_root = default_data_root()
         config.data_root = os.path.abspath(os.path.expanduser(config.data_root))
         return config
 

@@ -96,6 +96,8 @@ def test_storage_benchmark_runs_against_a_local_s3_server(capsys):
     """``python -m bench.storage`` at a tiny size: it starts its server, checks results."""
     from bench import storage
 
-    assert storage.main(["--mb", "4", "--files", "20", "--repeat", "1"]) == 0
+    assert (
+        storage.main(["--mb", "4", "--files", "20", "--repeat", "1", "--latency-files", "10"]) == 0
+    )
     out = capsys.readouterr().out
     assert "results == DuckDB" in out and "prefetch speed-up" in out

@@ -15,10 +15,16 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SESSION_MODES, S3Server
+from conftest import SESSION_MODES, S3Server, session_options
 
 import millpond
-from millpond.errors import InputNotFoundError, OutputExistsError, StorageError, UnsafePathError
+from millpond.errors import (
+    InputNotFoundError,
+    InputReadError,
+    OutputExistsError,
+    StorageError,
+    UnsafePathError,
+)
 from millpond.io.manifest import MANIFEST_NAME
 from millpond.io.storage import Storage, is_transient, redact
 
@@ -72,6 +78,14 @@ def test_every_format_reads_from_s3_as_from_disk(s3_session, s3_server, tmp_path
     ]
 
 
+def test_a_corrupt_s3_file_is_named_by_its_url(s3_session, s3_server):
+    bucket = s3_server.new_bucket()
+    put_parquet(s3_server, bucket, "in/a.parquet", rows_table())
+    s3_server.s3.put_object(Bucket=bucket, Key="in/b.parquet", Body=b"PAR1 not really PAR1")
+    with pytest.raises(InputReadError, match=f"s3://{bucket}/in/b.parquet"):
+        s3_session.read_parquet(f"s3://{bucket}/in/b.parquet").count()
+
+
 def test_storage_options_per_call_reach_the_server(make_session, s3_server):
     bucket = s3_server.new_bucket()
     put_parquet(s3_server, bucket, "in/a.parquet", rows_table())
@@ -81,6 +95,17 @@ def test_storage_options_per_call_reach_the_server(make_session, s3_server):
     paths = sp.from_items([{"url": f"s3://{bucket}/in/a.parquet"}])
     fetched = paths.read_bytes("url", storage_options=s3_server.storage_options).to_arrow()
     assert pq.read_table(pa.BufferReader(fetched.column("bytes")[0].as_py())).num_rows == ROWS
+
+
+def test_file_and_memory_urls_are_read_and_written_like_paths(make_session, tmp_path):
+    sp = make_session("inline")  # memory:// lives in this process only
+    df = sp.from_arrow(rows_table())
+    df.write_parquet(f"file://{tmp_path}/out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir())[0].startswith("part-")
+    assert ids(sp.read_parquet(f"file://{tmp_path}/out")) == list(range(ROWS))
+    df.write_parquet("memory://datasets/out")
+    df.write_parquet("memory://datasets/out", mode="append")
+    assert ids(sp.read_parquet("memory://datasets/out")) == sorted(list(range(ROWS)) * 2)
 
 
 def test_missing_s3_input_names_the_url(s3_session, s3_server):
@@ -208,6 +233,42 @@ def test_a_job_with_a_shuffle_writes_to_s3(s3_session, s3_server):
     assert sorted((r["k"], r["n"]) for r in counts) == sorted(
         (k, sum(1 for i in range(ROWS) if i % 7 == k)) for k in range(7)
     )
+
+
+@pytest.fixture
+def s3_root_session(s3_server):
+    """A session whose data_root is a folder of a fresh bucket."""
+    bucket = s3_server.new_bucket()
+    options = session_options("workers", f"s3://{bucket}/root")
+    sp = millpond.init(**options, storage_options=s3_server.storage_options)
+    yield sp, bucket
+    sp.shutdown()
+
+
+def test_a_data_root_on_s3_runs_a_shuffle_and_keeps_the_reports_there(s3_root_session, s3_server):
+    sp, bucket = s3_root_session
+    put_parquet(s3_server, bucket, "in/a.parquet", rows_table())
+    assert sp.config.remote_root == f"s3://{bucket}/root"
+    assert not sp.config.data_root.startswith("s3://")  # the working files stay local
+    counts = sp.read_parquet(f"s3://{bucket}/in").groupby("k").agg(n="count(*)")
+    rows = sorted((r["k"], r["n"]) for r in counts.to_arrow().to_pylist())
+    assert rows == sorted((k, sum(1 for i in range(ROWS) if i % 7 == k)) for k in range(7))
+    assert "buckets from stage 0" in counts.explain()  # a shuffle
+
+    def fail(batch: pa.Table) -> pa.Table:
+        raise ValueError("a failing job")
+
+    with pytest.raises(ValueError):
+        counts.map_batches(fail).count()
+    keys = s3_server.keys(bucket, f"root/{sp.session_id}/")
+    assert f"root/{sp.session_id}/job-0001/report.json" in keys
+    assert f"root/{sp.session_id}/job-0002/FAILED.txt" in keys
+    report = s3_server.s3.get_object(
+        Bucket=bucket, Key=f"root/{sp.session_id}/job-0001/report.json"
+    )
+    assert json.loads(report["Body"].read())["status"] == "succeeded"
+    with pytest.raises(UnsafePathError):  # the data_root is never a write's to replace
+        sp.from_arrow(rows_table()).write_parquet(f"s3://{bucket}", mode="overwrite")
 
 
 # -- failures of the store ------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from millpond.io import scan_planning
+from millpond.io import decoded_size
 from millpond.io.filesystem import partition_files, resolve_files
 from millpond.io.formats import ScanFormat
 from millpond.io.scan_planning import (
@@ -284,7 +284,7 @@ def test_unreadable_footer_is_estimated_by_its_size(tmp_path):
 
 
 def test_csv_and_json_estimates_come_from_a_decoded_sample(tmp_path, monkeypatch):
-    monkeypatch.setattr(scan_planning, "TEXT_SAMPLE_BYTES", 64 * 1024)  # files are larger
+    monkeypatch.setattr(decoded_size, "TEXT_SAMPLE_BYTES", 64 * 1024)  # files are larger
     n = 20_000
     repeated = [f"{'y' * 60}{i % 3}" for i in range(n)]
     plain = tmp_path / "plain.csv"

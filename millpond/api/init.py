@@ -62,7 +62,9 @@ def init(
     ``{"s3": {...}, "gs": {...}}``); a read or write's own ``storage_options`` go on top,
     and without any, the standard environment variables and config files apply. They
     never appear in logs, errors, explain() or reports. ``cache_dir`` keeps a local copy
-    of each remote file read, for data read more than once. Options smallpond
+    of each remote file read, for data read more than once. A ``data_root`` given as a
+    URL (``s3://bucket/runs``) receives each job's report when the job ends; the jobs'
+    working files then go to a private local directory. Options smallpond
     accepts that have no meaning here (``job_time``, ``job_name``, ``bind_socket``,
     ``platform``, ``enable_profiling``…) are accepted and ignored.
     """

@@ -19,7 +19,7 @@ from millpond.execution.job import FinalSink, Job, new_job_id, remove_intermedia
 from millpond.execution.local_engine import LocalEngine
 from millpond.execution.outputs import DatasetWrite
 from millpond.execution.plan import PhysicalPlan
-from millpond.execution.report import flush_reports
+from millpond.execution.report import flush_reports, publish_job_files
 from millpond.execution.task_run import TaskResult
 from millpond.io.safety import remove_path
 from millpond.io.scratch import private_directory
@@ -190,6 +190,7 @@ class Session(Sources):
             raise
         finally:
             job.cleanup()
+            self._publish(job)
 
     def stream(
         self, node: L.LogicalNode, sink: FinalSink, description: str
@@ -202,6 +203,13 @@ class Session(Sources):
             yield from job.stream()
         finally:
             job.cleanup()
+            self._publish(job)
+
+    def _publish(self, job: Job) -> None:
+        """With a data_root on an object store: the job's report goes there too."""
+        root = self.config.remote_root
+        if root:
+            publish_job_files(job.dir, f"{root}/{self.session_id}/{job.job_id}", self.storage)
 
     def _prepared_job(
         self,
@@ -215,7 +223,8 @@ class Session(Sources):
         sinks = [o.sink if isinstance(o, DatasetWrite) else o for o in outputs]
         job = self.new_job(plan, sinks, description)
         writes = [o for o in outputs if isinstance(o, DatasetWrite)]
-        inputs = plan.input_files() + [self.config.data_root]
+        roots = [self.config.data_root, self.config.remote_root]
+        inputs = plan.input_files() + [r for r in roots if r]
         for write in writes:
             write.inputs = inputs
             write.job_id = job.unique_id

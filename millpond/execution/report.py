@@ -18,7 +18,8 @@ from html import escape
 
 from millpond.config import describe_size
 from millpond.execution.plan import SourceSlot, Stage, StageSlot
-from millpond.io.storage import redact
+from millpond.io.object_commit import upload
+from millpond.io.storage import Storage, redact
 
 log = logging.getLogger("millpond.report")
 
@@ -254,6 +255,29 @@ def write_report(job: JobSnapshot) -> None:
 def flush_reports() -> None:
     """Wait until every report asked for so far is written (or its failure logged)."""
     _writer.flush()
+
+
+#: what of a job's directory is published to a remote data_root once the job has ended
+PUBLISHED_FILES = ("report.json", "report.html", "FAILED.txt")
+
+
+def publish_job_files(job_dir: str, remote_dir: str, storage: Storage) -> list[str]:
+    """Copy a finished job's report (and FAILED.txt) to ``remote_dir`` on an object store
+    (a data_root given as a URL); returns the URLs written. A store that fails is logged,
+    never raised: the job's result must not be lost for its report."""
+    flush_reports()
+    written = []
+    try:
+        fs = storage.filesystem(remote_dir, cached=False)
+        for name in PUBLISHED_FILES:
+            local = os.path.join(job_dir, name)
+            if os.path.isfile(local):
+                url = f"{remote_dir}/{name}"
+                upload(fs, local, url)
+                written.append(url)
+    except OSError as exc:
+        log.warning("could not publish the report of %s to %s: %s", job_dir, remote_dir, exc)
+    return written
 
 
 def _write_files(paths: tuple[str, str], data: dict) -> None:

@@ -4,6 +4,7 @@ function runs in a worker process or inline in the driver."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import weakref
@@ -14,6 +15,9 @@ import pyarrow as pa
 
 from millpond.errors import InputReadError
 from millpond.io.filesystem import filesystem_for, is_local
+from millpond.io.formats import LOCAL_COPIES_OPTION
+from millpond.io.remote_copies import fetch_whole, url_prefix_of, worth_fetching
+from millpond.io.safety import remove_path
 from millpond.io.sqltext import literal_path, quote_ident, quote_string
 from millpond.io.storage import Storage
 from millpond.operators.base import Op, QueryFailure, Step, UserCodeFailure
@@ -104,7 +108,22 @@ def _register_filesystems(
 
 def _slot_sql(ctx: TaskContext, slot: PartitionInput) -> str:
     if isinstance(slot, ScanInput):
-        _register_filesystems(ctx.con, slot.files, slot.format.storage)
+        storage = slot.format.storage
+        ranged = bool(slot.row_ranges) and any(r is not None for r in slot.row_ranges)
+        options = slot.format.options
+        if worth_fetching(slot.format.name, options, storage, slot.files, slot.columns, ranged):
+            scratch = ctx.spec.temp_dir  # type: ignore[attr-defined]
+            os.makedirs(scratch, exist_ok=True)
+            folder, copies = fetch_whole(slot.files, storage, scratch)
+            ctx.fetched_folders.append(folder)  # type: ignore[attr-defined]
+            ctx.fetched.update({local: url for url, local in copies.items()})  # type: ignore[attr-defined]
+            names = dict(options)
+            names[LOCAL_COPIES_OPTION] = url_prefix_of(folder, slot.files[0])  # paths: URLs
+            fmt = dataclasses.replace(slot.format, options=names)
+            files = [copies.get(f, f) for f in slot.files]
+            slot = dataclasses.replace(slot, files=files, format=fmt)
+        else:
+            _register_filesystems(ctx.con, slot.files, storage)
         return scan_sql(slot)
     parts: list[str] = []
     files = [f for piece in slot.pieces if isinstance(piece, FilePartition) for f in piece.files]
@@ -180,6 +199,8 @@ def run_task(
     )
     ctx.user_failures = []  # type: ignore[attr-defined]
     ctx.spec = spec
+    ctx.fetched = {}  # type: ignore[attr-defined] # local copies of remote inputs → their URLs
+    ctx.fetched_folders = []  # type: ignore[attr-defined]
     pushed = [s for slot in spec.slots if isinstance(slot, ScanInput) for s in slot.steps]
     steps = pushed + [op.step for op in spec.ops]
     rel = ""
@@ -197,7 +218,7 @@ def run_task(
         except duckdb.Error as exc:
             if ctx.user_failures:  # type: ignore[attr-defined]
                 raise ctx.user_failures[0] from None  # type: ignore[attr-defined]
-            bad_input = _find_bad_input(spec, exc)
+            bad_input = _find_bad_input(spec, exc, ctx.fetched)  # type: ignore[attr-defined]
             if bad_input is not None:
                 raise bad_input from None
             if isinstance(exc, (duckdb.IOException, duckdb.OutOfMemoryException)):
@@ -211,7 +232,7 @@ def run_task(
         except (pa.ArrowException, OSError) as exc:
             if ctx.user_failures:  # type: ignore[attr-defined] # a user function failed upstream
                 raise ctx.user_failures[0] from None  # type: ignore[attr-defined]
-            bad_input = _find_bad_input(spec, exc)
+            bad_input = _find_bad_input(spec, exc, ctx.fetched)  # type: ignore[attr-defined]
             if bad_input is not None:
                 raise bad_input from None
             raise
@@ -226,16 +247,24 @@ def run_task(
             _configured.pop(con, None)  # the user's statements may have changed settings
         ctx.close()
         cursor.close()
+        for folder in ctx.fetched_folders:  # type: ignore[attr-defined]
+            with contextlib.suppress(OSError):
+                remove_path(folder, within=spec.temp_dir)
     return TaskResult(
         spec.stage_id, spec.index, output, started, time.time(), os.getpid(), spec.attempt
     )
 
 
-def _find_bad_input(spec: TaskSpec, exc: BaseException) -> InputReadError | None:
-    """Name the input file behind a read failure (corrupt, truncated, unreadable)."""
+def _find_bad_input(
+    spec: TaskSpec, exc: BaseException, fetched: dict[str, str] | None = None
+) -> InputReadError | None:
+    """Name the input file behind a read failure (corrupt, truncated, unreadable); a local
+    copy of a remote file (``fetched``: copy → URL) is named by its URL."""
     import pyarrow.parquet as pq
 
     message = str(exc)
+    for local, url in (fetched or {}).items():
+        message = message.replace(local, url)
     scans = [s for s in spec.slots if isinstance(s, ScanInput)]
     for scan in scans:
         for path in scan.files:

@@ -32,7 +32,10 @@ UNRECORDED_STALE_AFTER_S = 3600.0
 
 def destination(path: str) -> str:
     """``path`` as an absolute, normalized path (``"//"`` is the root, ``""`` the cwd)."""
-    absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    path = os.fspath(path)
+    if path.startswith("file://"):  # a URL of this machine's files: the path it names
+        path = path[len("file://") :]
+    absolute = os.path.abspath(os.path.expanduser(path))
     return "/" if absolute.strip("/") == "" else absolute.rstrip("/")
 
 
@@ -157,8 +160,16 @@ def prepare(staging: str, path: str) -> None:
     create ``staging`` with this process's writer record."""
     with destination_lock(path):
         remove_stale(path, keep=staging)
-        os.makedirs(staging, exist_ok=True)
-        _write_record(staging)
+        if os.path.isdir(staging):  # a resumed job's own
+            _write_record(staging)
+            return
+        # made whole with its record, then renamed into place: a writer killed at any
+        # moment leaves either nothing or a staging directory that says whose it is
+        parent, name = os.path.split(staging)
+        pending = os.path.join(parent, f"{name}.{os.getpid()}.new")
+        os.makedirs(pending, exist_ok=True)
+        _write_record(pending)
+        os.replace(pending, staging)
 
 
 def _write_record(directory: str) -> None:

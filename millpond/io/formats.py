@@ -85,16 +85,36 @@ class ScanFormat:
             return f"read_json({', '.join(args)})"
         if self.name == "files":
             # one row per file; a query that does not select ``bytes`` never reads them
-            return f"(SELECT filename AS path, size, content AS bytes FROM read_blob({files}))"
+            path = _path_expr(opts)
+            return f"(SELECT {path} AS path, size, content AS bytes FROM read_blob({files}))"
         if self.name == "text":
             # one row per line (a last newline ends the last line; \r\n counts as one)
             lines = r"regexp_split_to_array(regexp_replace(content, '\r?\n$', ''), '\r?\n')"
-            path = "filename AS path, " if opts.get("include_path") else ""
+            path = f"{_path_expr(opts)} AS path, " if opts.get("include_path") else ""
             return (
                 f"(SELECT {path}unnest({lines}) AS text FROM read_text({files}) "
                 "WHERE content <> '')"
             )
         raise ValueError(f"unknown input format {self.name!r}")
+
+
+#: ScanFormat option set on a task's scan of local copies of remote files: the copies'
+#: folder prefix and the URL prefix it stands for, so ``path`` still names the URL
+LOCAL_COPIES_OPTION = "local_copies_of"
+
+
+def _path_expr(opts: Mapping[str, object]) -> str:
+    """The ``path`` of a raw-file or text row: the file's name, or its URL when the task
+    reads a local copy (see :data:`LOCAL_COPIES_OPTION`)."""
+    mapping = opts.get(LOCAL_COPIES_OPTION)
+    if not mapping:
+        return "filename"
+    local_prefix, url_prefix = mapping  # type: ignore[misc]
+    return (
+        f"CASE WHEN starts_with(filename, {quote_string(local_prefix)}) "
+        f"THEN {quote_string(url_prefix)} || filename[{len(local_prefix) + 1}:] "
+        "ELSE filename END"
+    )
 
 
 def _sql_value(value: object) -> str:

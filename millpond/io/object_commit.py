@@ -226,3 +226,9 @@ def upload(fs, local_path: str, url: str) -> None:
     """Copy one local file to ``url``, retried while the store fails transiently; the error
     that ends it names the URL."""
     with_retries(lambda: fs.put_file(local_path, url), f"uploading {url!r}")
+
+
+def download(fs, url: str, local_path: str) -> None:
+    """Copy ``url`` to a local file with one GET, retried while the store fails
+    transiently; the error that ends it names the URL."""
+    with_retries(lambda: fs.get_file(url, local_path), f"downloading {url!r}")
