@@ -172,6 +172,27 @@ def test_partitioned_write_and_csv_json_on_s3(s3_session, s3_server):
     assert ids(s3_session.read_json(f"s3://{bucket}/json")) == list(range(ROWS))
 
 
+def test_webdataset_and_arrow_round_trip_through_s3(s3_session, s3_server):
+    bucket = s3_server.new_bucket()
+    samples = pa.table(
+        {
+            "__key__": [f"s{i:03d}" for i in range(30)],
+            "txt": [f"caption {i}" for i in range(30)],
+            "cls": list(range(30)),
+        }
+    )
+    df = s3_session.from_arrow(samples, npartitions=2)
+    df.write_webdataset(f"s3://{bucket}/shards", maxcount=10)
+    tars = [k for k in s3_server.keys(bucket, "shards/") if k.endswith(".tar")]
+    assert len(tars) >= 3
+    back = s3_session.read_webdataset(f"s3://{bucket}/shards").to_arrow()
+    assert sorted(back.column("txt").to_pylist()) == sorted(samples.column("txt").to_pylist())
+    df.write_arrow(f"s3://{bucket}/arrow")
+    assert sorted(
+        s3_session.read_arrow(f"s3://{bucket}/arrow").to_arrow().column("cls").to_pylist()
+    ) == list(range(30))
+
+
 def test_failed_write_leaves_nothing_a_reader_sees(s3_session, s3_server):
     bucket = s3_server.new_bucket()
     out = f"s3://{bucket}/out"

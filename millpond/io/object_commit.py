@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from millpond.errors import OutputExistsError, PlanError, UnsafePathError
 from millpond.io.manifest import (
     MANIFEST_NAME,
-    PENDING_PREFIX,
     SUCCESS_NAME,
     Manifest,
     pending_name,
@@ -217,9 +216,8 @@ class ObjectStoreDataset:
 
 
 def _hidden(name: str) -> bool:
-    return any(part.startswith((".", "_")) for part in name.split("/")) or name.startswith(
-        PENDING_PREFIX
-    )
+    """A marker or a file in a hidden folder (manifests, pending markers, ``_SUCCESS``)."""
+    return any(part.startswith((".", "_")) for part in name.split("/"))
 
 
 def upload(fs, local_path: str, url: str) -> None:

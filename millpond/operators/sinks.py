@@ -310,6 +310,10 @@ class WriteSink:
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o777 & ~self.umask)
             written += [os.path.join(root, f) for f in files if f.startswith(self.basename)]
+        return self._finished(schema, rows, written)
+
+    def _finished(self, schema: pa.Schema, rows: int, written: list[str]) -> SinkOutput:
+        """The output of files written: given the user's modes, counted, named."""
         for path in written:
             os.chmod(path, 0o666 & ~self.umask)
         return SinkOutput(
@@ -337,14 +341,7 @@ class WriteSink:
                 maxcount=int(self.options.get("maxcount") or webdataset.DEFAULT_MAXCOUNT),
                 maxsize=int(self.options.get("maxsize") or self.file_bytes),
             )
-        for path in written:
-            os.chmod(path, 0o666 & ~self.umask)
-        return SinkOutput(
-            schema=schema,
-            rows=rows,
-            nbytes=sum(os.path.getsize(p) for p in written),
-            written=written,
-        )
+        return self._finished(schema, rows, written)
 
     def _name_in_order(self) -> None:
         """DuckDB numbers the files it rotates through ``<basename>_0``, ``_1``…, which do
