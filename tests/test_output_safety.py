@@ -414,7 +414,16 @@ def _start_writer(tmp_path: Path, source: str, out: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # Ctrl-C as a terminal delivers it, even when the tests run as a background job
+        # (whose shell made them ignore SIGINT, which a child inherits)
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_staging(

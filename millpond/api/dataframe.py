@@ -18,10 +18,9 @@ from millpond.api.results import (
     result_batches,
     with_large_offsets,
 )
+from millpond.api.writes import Writes, _names
 from millpond.errors import PlanError
-from millpond.execution.outputs import DatasetWrite
 from millpond.io.sqltext import quote_ident
-from millpond.io.webdataset import DEFAULT_MAXCOUNT
 from millpond.operators.base import Step, callable_name, short_repr, user_step
 from millpond.operators.data import PartitionData
 from millpond.operators.fetch import FetchBytes
@@ -42,15 +41,6 @@ if TYPE_CHECKING:
     from millpond.api.session import Session
 
 JOIN_TYPES = ("inner", "left", "right", "outer", "semi", "anti")
-
-
-def _names(values: str | Sequence[str] | None, what: str) -> list[str]:
-    if values is None:
-        return []
-    names = [values] if isinstance(values, str) else list(values)
-    if not all(isinstance(n, str) for n in names):
-        raise PlanError(f"{what} must be column names (strings), got {values!r}")
-    return names
 
 
 def _column_args(columns: tuple, what: str) -> list[str]:
@@ -103,7 +93,7 @@ def _concurrency(value: Any, step: Step) -> tuple[int, int] | None:
     )
 
 
-class DataFrame:
+class DataFrame(Writes):
     """A lazy, partitioned table. Transformations return new DataFrames; actions
     (``count``, ``to_arrow``, ``write_parquet``…) run the plan on the session's engine."""
 
@@ -559,104 +549,6 @@ class DataFrame:
         redo a step whose code changed). Returns this DataFrame."""
         self.session._cache.pop(self._node.id, None)
         return self
-
-    def write_parquet_lazy(
-        self, path: str, partition_by: str | Sequence[str] | None = None, mode: str = "error"
-    ) -> DataFrame:
-        """:meth:`write_parquet`, done later: by the returned DataFrame's :meth:`compute`
-        or by ``session.wait(*dataframes)`` (smallpond's non-blocking write)."""
-        lazy = DataFrame(self.session, self._node)
-        lazy._pending_write = ("parquet", path, partition_by, mode)
-        return lazy
-
-    def write_parquet(
-        self,
-        path: str,
-        partition_by: str | Sequence[str] | None = None,
-        mode: str = "error",
-        storage_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Write Parquet files under ``path`` (one or more per partition, or a hive layout
-        ``key=value/`` with ``partition_by``). ``mode``: error, overwrite, append, ignore.
-        The output appears complete or not at all: on an object store (``s3://…``, with
-        the session's ``storage_options`` and these on top) the files are committed by a
-        manifest that millpond's readers honour."""
-        self._write("parquet", path, partition_by, mode, storage_options)
-
-    def write_csv(
-        self,
-        path: str,
-        partition_by: str | Sequence[str] | None = None,
-        mode: str = "error",
-        storage_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Write CSV files (with a header row) under ``path``; see :meth:`write_parquet`."""
-        self._write("csv", path, partition_by, mode, storage_options)
-
-    def write_json(
-        self,
-        path: str,
-        partition_by: str | Sequence[str] | None = None,
-        mode: str = "error",
-        storage_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Write JSON lines files under ``path``; see :meth:`write_parquet`."""
-        self._write("json", path, partition_by, mode, storage_options)
-
-    def write_webdataset(
-        self,
-        path: str,
-        maxcount: int = DEFAULT_MAXCOUNT,
-        maxsize: int | None = None,
-        mode: str = "error",
-        storage_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Write WebDataset tar shards under ``path`` for training loaders (webdataset,
-        torchdata…): each row is a sample whose ``__key__`` names it (a row without one
-        gets a unique key) and whose other columns are its members ``<key>.<column>``:
-        bytes as they are, strings as UTF-8, numbers as their decimal text (``cls``),
-        dicts and lists as JSON (``json``); nulls and columns starting with ``_`` (such
-        as ``__url__``) are left out. Each task writes its own shards
-        (``part-00000.tar``, or ``part-00000-00000.tar``, ``-00001``… when it writes
-        several), starting a new one after ``maxcount`` samples or ``maxsize`` bytes
-        (default: the session's ``target_partition_bytes``). ``mode`` as in
-        :meth:`write_parquet`; the shards appear complete or not at all."""
-        if not (isinstance(maxcount, int) and not isinstance(maxcount, bool) and maxcount >= 1):
-            raise PlanError(f"write_webdataset: maxcount must be an integer >= 1, got {maxcount!r}")
-        if maxsize is not None and not (
-            isinstance(maxsize, int) and not isinstance(maxsize, bool) and maxsize >= 1
-        ):
-            raise PlanError(f"write_webdataset: maxsize must be an integer >= 1, got {maxsize!r}")
-        options = {"maxcount": maxcount, "maxsize": maxsize}
-        self._write("webdataset", path, None, mode, storage_options, sink_options=options)
-
-    def write_arrow(
-        self, path: str, mode: str = "error", storage_options: Mapping[str, Any] | None = None
-    ) -> None:
-        """Write Arrow IPC files (``.arrow``, the Feather v2 format, uncompressed) under
-        ``path``: the format that memory-maps without decoding, for readers that want
-        columns in memory at once (pyarrow, polars, DuckDB through pyarrow). One or more
-        files per partition, as :meth:`write_parquet`; ``mode`` too."""
-        self._write("arrow", path, None, mode, storage_options)
-
-    def _write(
-        self,
-        fmt: str,
-        path: str,
-        partition_by: str | Sequence[str] | None,
-        mode: str,
-        storage_options: Mapping[str, Any] | None = None,
-        sink_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        write = DatasetWrite(
-            path,
-            fmt,
-            mode,
-            _names(partition_by, "partition_by"),
-            storage=self.session.storage.merged(storage_options),
-            sink_options=dict(sink_options or {}),
-        )
-        self.session.execute([self._node], [write], f"write_{fmt}")
 
 
 class GroupedData:

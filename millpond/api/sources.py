@@ -14,7 +14,7 @@ import pyarrow as pa
 from millpond.api.options import sql_step
 from millpond.config import SessionConfig
 from millpond.errors import PlanError
-from millpond.io import lmdb_store
+from millpond.io import iceberg_table, lance_table, lmdb_store
 from millpond.io.arrow_ipc import ArrowSource
 from millpond.io.filesystem import resolve_files
 from millpond.io.formats import (
@@ -27,6 +27,7 @@ from millpond.io.formats import (
 from millpond.io.rows import table_from_rows
 from millpond.io.scan_planning import ScanTarget, estimate_scan
 from millpond.io.storage import Storage
+from millpond.io.table_reads import TableRead
 from millpond.io.webdataset import WebDatasetSource, expand_braces, normalize_extensions
 from millpond.operators.base import Step, callable_name, user_step
 from millpond.operators.python import PythonOp, pickle_for_workers
@@ -335,6 +336,118 @@ class Sources:
         decode = user_step(f"read_lmdb decoder={callable_name(decoder)}")
         op = PythonOp("map_batches", pickle_for_workers(DecodeValues(decoder), decode), decode)
         return self._df(L.Narrow((df._node,), decode, op=op))
+
+    def read_iceberg(
+        self,
+        table: str,
+        catalog: Any = None,
+        row_filter: Any = None,
+        selected_fields: Sequence[str] | None = None,
+        snapshot_id: int | None = None,
+        since_snapshot: int | None = None,
+        case_sensitive: bool = True,
+        npartitions: int | None = None,
+    ) -> DataFrame:
+        """An Apache Iceberg table (``"ns.name"``) of ``catalog`` (a pyiceberg Catalog, a
+        dict of its properties for ``pyiceberg.catalog.load_catalog``, or a configured
+        catalog's name) at its current snapshot, or at ``snapshot_id``. The driver plans
+        the scan (``row_filter``, a pyiceberg expression or its string form such as
+        ``"a > 1"``, prunes files and filters rows; ``selected_fields`` projects columns)
+        and cuts its data files into tasks of about equal bytes (``npartitions``, else up
+        to a quarter of ``target_partition_bytes`` of files each, as Parquet decodes to a
+        few times its size, and two per executor while each keeps 16 MB of files); each
+        task reads its files with
+        pyiceberg's reader, positional deletes applied (pyiceberg refuses equality
+        deletes). ``since_snapshot``: only the rows appended after that snapshot, for an
+        append-only history (refused when a later snapshot overwrote or deleted). The
+        snapshot read is in the job's report and ``explain()``. Needs the optional
+        ``pyiceberg`` package (``pip install millpond[iceberg]``)."""
+        step = user_step(f"read_iceberg({table!r})")
+        if npartitions is not None and not (
+            isinstance(npartitions, int) and not isinstance(npartitions, bool) and npartitions >= 1
+        ):
+            raise PlanError(
+                f"read_iceberg: npartitions must be an integer >= 1, got {npartitions!r}"
+            )
+        per = self.config.target_partition_bytes // 4  # Parquet decodes to a few times its size
+        planned = iceberg_table.plan_read(
+            catalog,
+            table,
+            row_filter,
+            selected_fields,
+            snapshot_id,
+            since_snapshot,
+            case_sensitive,
+            npartitions,
+            max(1, per),
+            2 * self.config.num_executors,
+        )
+        version = "none" if planned.snapshot_id is None else str(planned.snapshot_id)
+        read = TableRead("iceberg", planned.table, version, planned.detail)
+        tasks = L.InMemory(
+            (),
+            Step(f"file scan tasks of {step.label}", step.origin),
+            tables=planned.tables,
+            table_reads=(read,),
+        )
+        return self._df(L.Narrow((tasks,), step, op=SourceOp(planned.source, step)))
+
+    def read_lance(
+        self,
+        uri: str | os.PathLike,
+        version: int | str | None = None,
+        columns: Sequence[str] | None = None,
+        filter: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        since_version: int | str | None = None,
+        rows_per_partition: int | None = None,
+    ) -> DataFrame:
+        """A Lance dataset (a local folder or an object-store URI; ``storage_options`` in
+        fsspec's names, translated for Lance) at its latest version, or at ``version`` (a
+        number or a tag). The driver opens it once, pins the version it resolved (every
+        task reads that one) and makes a task of each fragment; a fragment larger than
+        ``target_partition_bytes`` on disk, or of more than ``rows_per_partition`` rows,
+        is split into ranges of its rows. ``filter`` (Lance's SQL filter) and ``columns``
+        are pushed into Lance's scanner. ``since_version``: only the rows appended or
+        updated after that version (the fragments it did not have; deletions are not
+        reported). The version read is in the job's report and ``explain()``. Needs
+        pylance (``pip install millpond[lance]``)."""
+        step = user_step(f"read_lance({_describe_paths(uri)})")
+        if rows_per_partition is not None and not (
+            isinstance(rows_per_partition, int)
+            and not isinstance(rows_per_partition, bool)
+            and rows_per_partition >= 1
+        ):
+            raise PlanError(
+                f"read_lance: rows_per_partition must be an integer >= 1, got {rows_per_partition!r}"
+            )
+        path = os.fspath(uri)
+        if "://" not in path or path.startswith("file://"):
+            path = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
+        options = lance_table.lance_storage_options(path, self.storage.merged(storage_options))
+        planned = lance_table.plan_read(
+            path,
+            version,
+            columns,
+            since_version,
+            options,
+            self.config.target_partition_bytes,
+            rows_per_partition,
+            filtered=bool(filter),
+        )
+        source = lance_table.LanceSource(
+            path, planned.version, planned.schema, tuple(columns or ()) or None, filter, options
+        )
+        tables = lance_table.ranges_table(planned.ranges)
+        if not tables:  # nothing to read: one task that reads no fragment
+            tables = [lance_table.ranges_table([lance_table.FragmentRange(0)])[0].slice(0, 0)]
+        ranges = L.InMemory(
+            (),
+            Step(f"fragments of {step.label}", step.origin),
+            tables=tables,
+            table_reads=(planned.read,),
+        )
+        return self._df(L.Narrow((ranges,), step, op=SourceOp(source, step)))
 
     def from_arrow(
         self, table: pa.Table | pa.RecordBatch | Iterable[pa.Table], npartitions: int | None = None

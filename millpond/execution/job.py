@@ -183,6 +183,7 @@ class Job:
             object_outputs=frozenset(stages.object_outputs),
             reports=list(stages.reports),
             records=list(stages.records),
+            table_reads=tuple(self.plan.table_reads),
         )
 
     # -- running ------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from millpond.io.table_reads import TableRead
 from millpond.operators.base import Op, Step
 from millpond.operators.data import DataInput, PartitionInput, ScanInput
 from millpond.operators.shuffle import Bucketing
@@ -104,6 +105,8 @@ class Stage:
 @dataclass
 class PhysicalPlan:
     stages: list[Stage] = field(default_factory=list)
+    #: the table versions the plan's sources read, each once (millpond.io.table_reads)
+    table_reads: list[TableRead] = field(default_factory=list)
 
     @property
     def final(self) -> Stage:

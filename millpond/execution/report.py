@@ -20,6 +20,7 @@ from millpond.config import describe_size
 from millpond.execution.plan import SourceSlot, Stage, StageSlot
 from millpond.io.object_commit import upload
 from millpond.io.storage import Storage, redact
+from millpond.io.table_reads import TableRead
 
 log = logging.getLogger("millpond.report")
 
@@ -114,6 +115,7 @@ class JobSnapshot:
     object_outputs: frozenset[int]  # stages whose outputs went through the object store
     reports: list[StageReport]  # one per finished stage
     records: list[TaskRecord]  # one per task attempt (or reused result)
+    table_reads: tuple[TableRead, ...] = ()  # the table versions the plan reads
 
 
 def _where(job: JobSnapshot, stage_id: int, inline: bool | None) -> str | None:
@@ -223,6 +225,7 @@ def report_data(job: JobSnapshot) -> dict:
         "error": job.error,
         "stages": stages,
         "tasks": tasks,
+        "table_reads": [read.to_dict() for read in job.table_reads],
     }
 
 
@@ -540,6 +543,15 @@ def render_html(data: dict) -> str:
     if data["error"]:
         h.append('<h2 id="error">Error</h2>')
         h.append(f'<pre class="error">{escape(data["error"])}</pre>')
+    if data.get("table_reads"):
+        h.append('<h2 id="tables">Tables read</h2>')
+        h.append("<table><tr><th>format</th><th>table</th><th>version</th><th>detail</th></tr>")
+        for read in data["table_reads"]:
+            h.append(
+                f"<tr><td>{escape(read['format'])}</td><td>{escape(read['table'])}</td>"
+                f"<td>{escape(read['version'])}</td><td>{escape(read['detail'])}</td></tr>"
+            )
+        h.append("</table>")
     h.append('<h2 id="plan">Plan</h2>')
     h.append(_plan_svg(data["stages"]))
     h.append('<ol class="plan" start="0">')

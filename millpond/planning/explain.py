@@ -154,4 +154,7 @@ def explain_text(
     ]
     for stage in plan.stages:
         parts.extend(_stage_lines(stage))
+    if plan.table_reads:
+        parts += ["", "== Tables read =="]
+        parts += [read.describe() for read in plan.table_reads]
     return "\n".join(parts)

@@ -14,6 +14,7 @@ import pyarrow as pa
 from millpond.io.filesystem import FileInfo
 from millpond.io.formats import ScanFormat
 from millpond.io.scan_planning import ScanLayout
+from millpond.io.table_reads import TableRead
 from millpond.operators.base import Op, Step
 from millpond.operators.data import PartitionData
 from millpond.planning.aggregates import AggSpec
@@ -50,6 +51,8 @@ class LogicalNode:
     step: Step
     id: int = field(default_factory=lambda: next(_ids), init=False)
     resources: Resources | None = field(default=None, kw_only=True)
+    #: the table versions this node reads, resolved while planning (millpond.io.table_reads)
+    table_reads: tuple[TableRead, ...] = field(default=(), kw_only=True)
 
     def label(self) -> str:
         return self.step.label
@@ -208,7 +211,8 @@ def walk(node: LogicalNode) -> list[LogicalNode]:
 def render_tree(node: LogicalNode, indent: str = "") -> str:
     """The plan as an indented tree, root first, with where each step was defined."""
     where = f"   [{node.step.origin}]" if node.step.origin else ""
-    lines = [f"{indent}{node.label()}{where}"]
+    reads = "".join(f" <reads {read.describe()}>" for read in node.table_reads)
+    lines = [f"{indent}{node.label()}{reads}{where}"]
     for child in node.inputs:
         lines.append(render_tree(child, indent + "  "))
     return "\n".join(lines)

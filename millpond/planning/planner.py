@@ -140,6 +140,9 @@ class Planner:
         method = getattr(self, "_" + type(node).__name__.lower(), None)
         if method is None:
             raise PlanError(f"no physical plan for {type(node).__name__}")
+        for read in node.table_reads:
+            if read not in self.plan.table_reads:
+                self.plan.table_reads.append(read)
         outer, self._exchange_resources = self._exchange_resources, node.resources
         try:
             fragment = method(node)
