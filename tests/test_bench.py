@@ -101,3 +101,12 @@ def test_storage_benchmark_runs_against_a_local_s3_server(capsys):
     )
     out = capsys.readouterr().out
     assert "results == DuckDB" in out and "prefetch speed-up" in out
+
+
+def test_table_benchmark_runs_and_checks_its_results(capsys):
+    """``python -m bench.tables`` at a tiny size: Lance take and the Iceberg scan."""
+    from bench import tables
+
+    assert tables.main(["--rows", "20000", "--take-rows", "5000", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "rows == the table's" in out and "results == DuckDB" in out

@@ -384,6 +384,17 @@ class Sources:
         )
         version = "none" if planned.snapshot_id is None else str(planned.snapshot_id)
         read = TableRead("iceberg", planned.table, version, planned.detail)
+        if planned.direct_files is not None:  # plain Parquet: DuckDB scans it
+            df = self._scan(
+                ScanFormat("parquet", {"hive_partitioning": False}),  # names are Iceberg's
+                planned.direct_files,
+                False,
+                step.label,
+                npartitions,
+                glob=False,
+            )
+            df = self._df(df._node.replace(table_reads=(read,)))
+            return df.select(*selected_fields) if selected_fields else df
         tasks = L.InMemory(
             (),
             Step(f"file scan tasks of {step.label}", step.origin),
