@@ -353,3 +353,38 @@ def test_read_and_write_lance_on_ray(ray_address, tmp_path, lance_table):
         assert sorted_rows(pylance_rows(uri)) == sorted_rows(expected)
     finally:
         sp.shutdown()
+
+
+class _AppendOnce:
+    """A batch function that, the first time it runs, commits an append of its own to the
+    table: another writer, committing while the job runs."""
+
+    def __init__(self, uri: str, flag: str) -> None:
+        self.uri, self.flag = uri, flag
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import os
+
+        import lance as pylance
+
+        if not os.path.exists(self.flag):
+            open(self.flag, "w").close()
+            pylance.write_dataset(table(5, start=90_000), self.uri, mode="append")
+        return batch
+
+
+def test_a_concurrent_commit_is_rebased_for_appends_and_refused_for_overwrites(
+    session, lance_table, tmp_path
+):
+    new = table(10, start=50_000)
+    other = _AppendOnce(lance_table, str(tmp_path / "appended-1"))
+    session.from_arrow(new).map_batches(other).write_lance(lance_table, mode="append")
+    ds = lance.dataset(lance_table)
+    assert ds.count_rows() == ROWS + 5 + 10  # theirs and ours, both kept
+    before = ds.version
+    other = _AppendOnce(lance_table, str(tmp_path / "appended-2"))
+    with pytest.raises(PlanError, match="another writer committed"):
+        session.from_arrow(new).map_batches(other).write_lance(lance_table, mode="overwrite")
+    after = lance.dataset(lance_table)
+    assert after.version == before + 1  # only the other writer's append
+    assert after.count_rows() == ROWS + 5 + 10 + 5

@@ -351,9 +351,22 @@ def commit_fragments(
 ) -> Any:
     """Commit the tasks' fragments as one new version: ``Overwrite`` (a new table, or
     every old row replaced) or ``Append``, on top of ``read_version`` (None: no table
-    yet). Lance refuses the commit if a conflicting one came in between."""
+    yet). An append that another writer's commit overtook lands on top of it (Lance
+    rebases appends); an overwrite is refused then, since it would silently discard the
+    other writer's rows (Lance itself lets it through)."""
     lance = import_lance()
     if overwrite:
+        if read_version is not None:
+            latest = int(
+                lance.dataset(uri, storage_options=dict(storage_options or {}) or None).version
+            )
+            if latest != read_version:
+                raise PlanError(
+                    f"write_lance(mode='overwrite') of {uri!r}: another writer committed "
+                    f"version {latest} while this job ran on version {read_version}; "
+                    "nothing was committed (an overwrite would discard their rows). Run "
+                    "the job again on the new version."
+                )
         operation = lance.LanceOperation.Overwrite(schema, list(fragments))
     else:
         operation = lance.LanceOperation.Append(list(fragments))
