@@ -448,3 +448,27 @@ def test_plain_parquet_data_files_are_scanned_by_duckdb(session, catalog):
     evolved = session.read_iceberg("ns.t", catalog=catalog)
     assert "file scan tasks" in evolved.explain()  # two schemas: pyiceberg maps the ids
     assert_frames_equal(evolved.to_arrow(), tbl.scan().to_arrow())
+
+
+def test_catalog_credentials_never_show(make_session, catalog, tmp_path):
+    filled_table(catalog, batches=1)
+    secret = "iceberg-secret-0123456789"
+    props = {
+        "name": "test",
+        "type": "sql",
+        "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
+        "warehouse": f"file://{tmp_path / 'warehouse'}",
+        "s3.secret-access-key": secret,
+    }
+    sp = make_session("inline")
+    df = sp.read_iceberg("ns.t", catalog=props, row_filter="id < 10")
+
+    def fail(batch: pa.Table) -> pa.Table:
+        raise ValueError(f"cannot use {secret}")
+
+    with pytest.raises(ValueError) as failure:
+        df.map_batches(fail).count()
+    assert secret not in str(failure.value) and secret not in df.explain()
+    report = sp.last_job.report_json_path
+    with open(report) as f:
+        assert secret not in f.read()

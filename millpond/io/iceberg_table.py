@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from millpond.errors import PlanError
+from millpond.io.storage import register_secrets
 
 INSTALL_HINT = "pip install millpond[iceberg]"
 #: the column of a read's in-memory plan table: a pickled list of FileScanTasks per row
@@ -51,9 +52,11 @@ def load_catalog(catalog: Any) -> Any:
     from pyiceberg.catalog import load_catalog as _load
 
     if isinstance(catalog, Catalog):
+        register_secrets(catalog.properties)  # s3.secret-access-key…: never shown
         return catalog
     if isinstance(catalog, Mapping):
         props = {str(k): v for k, v in catalog.items()}
+        register_secrets(props)
         return _load(str(props.pop("name", "default")), **props)
     if catalog is None or isinstance(catalog, str):
         return _load(catalog or "default")
