@@ -643,7 +643,9 @@ def test_cpu_stage_keeps_running_while_the_gpu_stage_works(sessions, dataset, en
     prepared partition while the CPU stage still prepares the others (pipelining, not one
     stage after the other); the results equal a run without any overlap."""
     sp = sessions[engine]
-    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(6, by_rows=True)
+    # 12 partitions: the CPU stage outlasts an actor's start on a busy machine (with 6 it
+    # once ended just as the first model batch began)
+    df = sp.read_parquet(os.path.join(dataset, "*.parquet")).repartition(12, by_rows=True)
     out = df.map_batches(prepare, batch_size=10**6).map_batches(
         SlowModel, concurrency=1, num_gpus=1, batch_size=10**6
     )
@@ -654,7 +656,7 @@ def test_cpu_stage_keeps_running_while_the_gpu_stage_works(sessions, dataset, en
     rows = table.to_pylist()
     cpu = sorted({r["first"]: (r["cpu_t0"], r["cpu_t1"]) for r in rows}.values())
     gpu = sorted({r["first"]: (r["t0"], r["t1"]) for r in rows}.values())
-    assert len(cpu) == 6 and len(gpu) == 6
+    assert len(cpu) == 12 and len(gpu) == 12
     last_cpu_end = max(t1 for _, t1 in cpu)
     during = [g for g in gpu if g[1] <= last_cpu_end]
     assert during, f"no model batch ended before the CPU stage did: cpu={cpu} gpu={gpu}"
