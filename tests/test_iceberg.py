@@ -472,3 +472,30 @@ def test_catalog_credentials_never_show(make_session, catalog, tmp_path):
     report = sp.last_job.report_json_path
     with open(report) as f:
         assert secret not in f.read()
+
+
+def test_read_and_write_iceberg_on_ray(ray_address, catalog, tmp_path):
+    """On the Ray engine too: tasks read the data files (by DuckDB, and by pyiceberg's
+    reader with a row filter) and write theirs in Ray workers; the driver commits once."""
+    pytest.importorskip("ray")
+    import millpond
+
+    source = filled_table(catalog)
+    catalog.create_table("ns.out", schema=ROWS)
+    sp = millpond.init(
+        ray_address=ray_address,
+        data_root=str(tmp_path / "root"),
+        num_executors=2,
+        progress=False,
+        inline_bytes=0,
+    )
+    try:
+        filtered = sp.read_iceberg("ns.t", catalog=catalog, row_filter="id >= 20", npartitions=2)
+        filtered.write_iceberg("ns.out", catalog=catalog)
+        out = catalog.load_table("ns.out")
+        assert len(out.snapshots()) == 1  # one commit for every task
+        assert_frames_equal(out.scan().to_arrow(), source.scan(row_filter="id >= 20").to_arrow())
+        whole = sp.read_iceberg("ns.t", catalog=catalog)
+        assert_frames_equal(whole.to_arrow(), source.scan().to_arrow())
+    finally:
+        sp.shutdown()
