@@ -82,11 +82,15 @@ def resolve_files(
     hands them to DuckDB escapes them (:func:`millpond.io.sqltext.literal_path`).
     """
     found: list[FileInfo] = []
+    refreshed: set[int] = set()
     for pattern in as_path_list(paths):
         fs = filesystem_for(pattern, storage_options)
         if is_local(pattern):
             entries = _resolve_one(fs, pattern, extensions, recursive, glob)
         else:  # a denied or unreachable store: one clear error naming the URL
+            if id(fs) not in refreshed:  # what other writers did since this process looked
+                fs.invalidate_cache()  # once per store, not once per path of a long list
+                refreshed.add(id(fs))
             entries = with_retries(
                 lambda fs=fs, pattern=pattern: _resolve_one(
                     fs, pattern, extensions, recursive, glob
@@ -100,8 +104,6 @@ def resolve_files(
 
 def _resolve_one(fs, pattern: str, extensions: tuple[str, ...], recursive: bool, glob: bool):
     stripped = fs._strip_protocol(pattern)
-    if not is_local(pattern):  # what other writers did since this process last looked
-        fs.invalidate_cache()
     is_glob = glob and any(ch in pattern for ch in _GLOB_CHARS)
     entries = []
     if is_glob:
