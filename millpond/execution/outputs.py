@@ -75,8 +75,7 @@ class DatasetWrite:
     def wanted(self) -> bool:
         """Check the destination against ``mode``; False: nothing is to be written (ignore)."""
         if self.remote:
-            if self.mode not in commits.MODES:
-                commits.check_destination(self.path, self.mode)  # raises the PlanError
+            commits.check_mode(self.mode)
             return self._dataset.check(self.mode, self.inputs)
         return commits.check_destination(self.path, self.mode, self.inputs)
 

@@ -39,13 +39,18 @@ def destination(path: str) -> str:
     return "/" if absolute.strip("/") == "" else absolute.rstrip("/")
 
 
+def check_mode(mode: str) -> None:
+    """Refuse a write ``mode`` that is not one of :data:`MODES`."""
+    if mode not in MODES:
+        raise PlanError(f"mode must be one of {MODES}, got {mode!r}")
+
+
 def check_destination(path: str, mode: str, inputs: Iterable[str] = ()) -> bool:
     """Validate ``mode`` against what is at ``path`` (an empty directory counts as nothing
     there); False means nothing should be written.
     ``overwrite`` of something that is not a replaceable dataset, and any write to a
     protected path (the root, a home or working directory), fail here, before any work."""
-    if mode not in MODES:
-        raise PlanError(f"mode must be one of {MODES}, got {mode!r}")
+    check_mode(mode)
     empty = _empty_directory(path)  # filled in place, whatever the mode: never the root…
     reason = protected_reason(path) if mode in ("append", "ignore") or empty else None
     if reason is not None:  # overwrite: check_replaceable below, with the job's inputs
