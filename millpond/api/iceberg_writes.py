@@ -1,4 +1,4 @@
-"""Writes of a DataFrame into tables (``df.write_iceberg``): the job's tasks write the
+"""Writes of a DataFrame into an Iceberg table (``df.write_iceberg``): the job's tasks write the
 table's data files in parallel and return what they wrote; the driver commits it all at
 once, only after the whole job has succeeded, so a failed job commits nothing."""
 

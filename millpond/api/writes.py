@@ -133,7 +133,7 @@ class Writes:
         result); a concurrent commit fails the latter two. New columns are refused
         unless ``schema_mode="merge"`` adds them to the table in the same commit.
         Returns the pyiceberg Table as committed."""
-        from millpond.api.table_writes import write_iceberg
+        from millpond.api.iceberg_writes import write_iceberg
 
         return write_iceberg(self, table, catalog, mode, join_cols, overwrite_filter, schema_mode)
 
