@@ -271,6 +271,22 @@ def test_concurrent_writers(session, catalog, tmp_path):
     assert on_disk == referenced
 
 
+def test_an_upsert_is_refused_when_another_writer_committed_while_it_ran(
+    session, catalog, tmp_path
+):
+    # the other writer appends id 7000, which the upsert inserts too: matched against
+    # the table as it was, the key would end up in the table twice
+    filled_table(catalog, batches=1, per=5)
+    before = len(catalog.load_table("ns.t").snapshots())
+    changed = pa.concat_tables([rows(3, 2), rows(7000, 1)])
+    df = session.from_arrow(changed).map_batches(ConcurrentAppend(tmp_path))
+    with pytest.raises(PlanError, match="another writer committed"):
+        df.write_iceberg("ns.t", catalog=catalog, mode="upsert", join_cols=["id"])
+    table = catalog.load_table("ns.t")
+    assert len(table.snapshots()) == before + 1  # only the other writer's append
+    assert_frames_equal(table.scan().to_arrow(), pa.concat_tables([rows(0, 5), rows(7000, 1)]))
+
+
 def test_bad_arguments(session, catalog):
     filled_table(catalog, batches=1)
     df = session.from_arrow(rows(0, 2))

@@ -388,3 +388,20 @@ def test_a_concurrent_commit_is_rebased_for_appends_and_refused_for_overwrites(
     after = lance.dataset(lance_table)
     assert after.version == before + 1  # only the other writer's append
     assert after.count_rows() == ROWS + 5 + 10 + 5
+
+
+def test_a_merge_is_refused_when_another_writer_committed_while_it_ran(
+    session, lance_table, tmp_path
+):
+    # the other writer inserts key 90_000, which the merge would insert as well: let
+    # through (as Lance would), the table would hold that key twice
+    changes = pa.concat_tables([table(3, start=ROWS - 1), table(1, start=90_000)])
+    other = _AppendOnce(lance_table, str(tmp_path / "appended"))
+    with pytest.raises(PlanError, match="another writer committed version 2"):
+        session.from_arrow(changes).map_batches(other).write_lance(
+            lance_table, mode="merge", on="id"
+        )
+    after = lance.dataset(lance_table)
+    assert after.version == 2  # only the other writer's append
+    assert after.count_rows() == ROWS + 5
+    assert after.to_table(filter="id = 90000").num_rows == 1

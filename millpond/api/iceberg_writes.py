@@ -75,14 +75,18 @@ def write_iceberg(
 
 def _upsert(df: DataFrame, catalog: Any, tbl: Any, join_cols: Sequence[str] | None) -> Any:
     """An upsert: the job's result collected, merged by pyiceberg's ``Table.upsert`` (it
-    reads the rows the keys match, so the result must fit the driver's memory)."""
+    reads the rows the keys match, so the result must fit the driver's memory) into the
+    table as the job planned it; refused, with nothing committed, when another writer
+    committed since (the rows were matched against a state that is gone)."""
     from pyiceberg.exceptions import CommitFailedException, ValidationException
 
     rows = df.to_arrow()
     name = iceberg.table_name(tbl)
     try:
         rows = iceberg.fit_table(tbl.metadata, rows)
-        tbl.upsert(rows, join_cols=list(join_cols) if join_cols else None)
+        iceberg.without_commit_retries(tbl).upsert(
+            rows, join_cols=list(join_cols) if join_cols else None
+        )
     except (CommitFailedException, ValidationException) as exc:
         raise PlanError(
             f"write_iceberg({name!r}, mode='upsert'): another writer committed to the table "

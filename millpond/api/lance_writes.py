@@ -59,7 +59,7 @@ def write_lance(
     label = f"write_lance({uri!r}, mode={mode!r})"
     if mode == "merge" and current is not None:
         assert on is not None
-        _merge_streamed(df, uri, on, options)
+        _merge_streamed(df, uri, on, options, int(current.version))
     else:
         overwrite = current is None or mode == "overwrite"
         schema = None if overwrite else current.schema
@@ -103,7 +103,9 @@ def _written_schema(results: list, table_schema: pa.Schema | None) -> pa.Schema:
     return first
 
 
-def _merge_streamed(df: DataFrame, uri: str, on: str | Sequence[str], options) -> None:
+def _merge_streamed(
+    df: DataFrame, uri: str, on: str | Sequence[str], options, read_version: int
+) -> None:
     """Upsert the job's result into the table as it streams out. Lance pulls the rows on
     a thread of its own, while a job must run on the driver's main thread (it installs
     signal handlers): the merge runs on a helper thread, fed batch by batch through a
@@ -127,7 +129,7 @@ def _merge_streamed(df: DataFrame, uri: str, on: str | Sequence[str], options) -
     def merge() -> None:
         try:
             reader = pa.RecordBatchReader.from_batches(schema, pulled())
-            lt.merge_into(uri, on, reader, options)
+            lt.merge_into(uri, on, reader, options, read_version)
         except BaseException as exc:
             failure.append(exc)
         finally:

@@ -478,6 +478,19 @@ def commit_data_files(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def without_commit_retries(tbl: Any) -> Any:
+    """A view of ``tbl`` whose commits are not retried by pyiceberg. pyiceberg rebases a
+    lost commit onto the other writer's and validates only the rows it deletes: an
+    upsert would then insert a key the other writer inserted too, and the table would
+    hold it twice. The changed property lives in this view only; the catalog applies the
+    commit to its own metadata."""
+    from pyiceberg.table import Table, TableProperties
+
+    properties = {**tbl.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    metadata = tbl.metadata.model_copy(update={"properties": properties})
+    return Table(tbl.name(), metadata, tbl.metadata_location, tbl.io, tbl.catalog, tbl.config)
+
+
 def _check_unchanged(
     tbl: Any, written_with: Any, merge_schema: pa.Schema | None, name: str
 ) -> None:

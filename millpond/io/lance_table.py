@@ -383,22 +383,40 @@ def merge_into(
     on: str | Sequence[str],
     batches: pa.RecordBatchReader,
     storage_options: Mapping[str, str] | None = None,
+    read_version: int | None = None,
 ) -> dict[str, Any]:
     """Upsert ``batches`` into the dataset at ``uri`` on the key columns ``on`` (rows of
-    a known key updated, the others inserted), in one commit; returns Lance's counts."""
-    dataset = open_dataset(uri, None, storage_options)
+    a known key updated, the others inserted), in one commit; returns Lance's counts.
+
+    The rows are matched against ``read_version`` (default: the latest), and the merge
+    is refused when another writer committed since: Lance would let it through on top
+    of a concurrent append, and a key both of them inserted would then be in the table
+    twice. Nothing is committed when this raises."""
+    lance = import_lance()
+    dataset = open_dataset(uri, read_version, storage_options)
+    read_version = int(dataset.version)
     keys = [on] if isinstance(on, str) else list(on)
     missing = [k for k in keys if k not in dataset.schema.names]
     if missing:
-        raise PlanError(f"write_lance(mode='merge'): the table has no key column(s) {missing}")
+        raise PlanError(f"write_lance: the table has no key column(s) {missing} to merge on")
     reader = conform(batches, dataset.schema)
-    result = (
+    transaction, counts = (
         dataset.merge_insert(keys)
         .when_matched_update_all()
         .when_not_matched_insert_all()
-        .execute(reader)
+        .execute_uncommitted(reader)
     )
-    return dict(result or {})
+    options = dict(storage_options or {}) or None
+    latest = int(lance.dataset(uri, storage_options=options).version)
+    if latest != read_version:
+        raise PlanError(
+            f"write_lance(mode='merge') of {uri!r}: another writer committed version "
+            f"{latest} while this job merged into version {read_version}; nothing was "
+            "committed (their rows were not matched against). Run the job again on the "
+            "new version."
+        )
+    lance.LanceDataset.commit(uri, transaction, read_version=read_version, storage_options=options)
+    return dict(counts or {})
 
 
 def create_index(
