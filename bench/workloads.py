@@ -657,6 +657,8 @@ def pipeline_millpond(params: Params) -> dict[str, Any]:
 
         ray.init(num_cpus=options["num_executors"], num_gpus=1, include_dashboard=False)
         options["ray_address"] = "auto"
+    else:
+        options["num_gpus"] = 1  # one declared GPU, as on Ray: num_gpus=1 must fit
     sp = millpond.init(**options)
     try:
         df = sp.read_parquet(os.path.join(directory, "*.parquet")).repartition(8, by_rows=True)

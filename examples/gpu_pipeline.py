@@ -3,8 +3,9 @@
 The model step (a callable class with ``concurrency`` and ``num_gpus``) gets a stage of its
 own; it starts on the first preprocessed partitions while the others are still being
 prepared. On Ray (``MILLPOND_RAY_ADDRESS=host:port`` or ``engine="ray"``) the pool is one
-Ray actor per GPU; here, on the embedded engine, ``concurrency`` caps the stage's tasks
-and the model runs on CPU when the machine has no GPU (with a warning).
+Ray actor per GPU; here, on the embedded engine, ``concurrency`` caps the stage's tasks.
+The step asks for a GPU only where the session has one (``num_gpus=1`` on a machine
+without GPUs is refused when the job is planned); without, the model runs on CPU.
 
     python examples/gpu_pipeline.py [WORKDIR]
 """
@@ -58,7 +59,7 @@ def main(workdir: str) -> None:
             sp.from_items(docs)
             .repartition(8, by_rows=True)
             .map_batches(tokenize)
-            .map_batches(Scorer, concurrency=1, num_gpus=1, batch_size=250)
+            .map_batches(Scorer, concurrency=1, num_gpus=1 if sp.num_gpus else None, batch_size=250)
             .filter("score > 5")
         )
         print(scored.explain())

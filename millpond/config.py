@@ -85,6 +85,9 @@ class SessionConfig:
     fail_fast: bool = False  # no retries at all: the first failure of any task ends the job
     pipelining: bool = True  # pipelined stages start beside their producer (False: after it)
     ray_address: str | None = None
+    #: GPUs declared with ``init(num_gpus=N)`` (None: detected): devices 0..N-1 on the
+    #: embedded engine, the GPUs of the Ray instance millpond starts
+    num_gpus: int | None = None
     #: seconds a task may run before it is stopped and retried (None: no limit)
     task_timeout: float | None = None
     #: a data_root given as a URL (``s3://bucket/root``): the jobs' reports are published
@@ -120,6 +123,7 @@ class SessionConfig:
             "fail_fast": lambda v: _parse_bool("FAIL_FAST", v),
             "pipelining": lambda v: _parse_bool("PIPELINING", v),
             "ray_address": str,
+            "num_gpus": int,
             "task_timeout": float,
         }
         for name, convert in converters.items():
@@ -138,6 +142,12 @@ class SessionConfig:
             raise ValueError(f"num_executors must be >= 1, got {config.num_executors}")
         if config.memory_limit < 16 * MB:
             raise ValueError(f"memory_limit must be at least 16MB, got {config.memory_limit} bytes")
+        if config.num_gpus is not None and (
+            isinstance(config.num_gpus, bool)
+            or not isinstance(config.num_gpus, int)
+            or config.num_gpus < 0
+        ):
+            raise ValueError(f"num_gpus must be an integer >= 0, got {config.num_gpus!r}")
         if config.task_timeout is not None and not config.task_timeout > 0:
             raise ValueError(f"task_timeout must be > 0 seconds, got {config.task_timeout!r}")
         if config.engine not in ("local", "ray"):

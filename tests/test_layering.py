@@ -1,5 +1,6 @@
 """The folder tree is the architecture: api -> planning -> execution -> operators -> io, with
-the smallpond compatibility wing on top. A module may import its own layer and the layers
+the training feed (over io) below operators and the smallpond compatibility wing on top.
+A module may import its own layer and the layers
 below it, never one above (imports inside functions and under TYPE_CHECKING count too)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COMPAT_SURFACES = (
 LAYERS = (
     ("base", ("millpond.errors", "millpond.config", "millpond.machine")),
     ("io", ("millpond.io",)),
+    ("feed", ("millpond.feed",)),  # the training feed: reads materialised results (io)
     ("operators", ("millpond.operators",)),
     ("execution", ("millpond.execution",)),
     ("planning", ("millpond.planning",)),

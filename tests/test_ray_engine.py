@@ -58,10 +58,11 @@ def dataset(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def sessions(ray_address, tmp_path_factory):
-    """A session on each engine; ``inline_bytes=0`` sends every stage to the engine."""
+    """A session on each engine; ``inline_bytes=0`` sends every stage to the engine. The
+    embedded one declares the 2 GPUs the Ray head declares (``num_gpus=1`` steps must fit)."""
     root = str(tmp_path_factory.mktemp("ray-root"))
     common = {"data_root": root, "num_executors": 2, "progress": False, "inline_bytes": 0}
-    local = millpond.init(**common)
+    local = millpond.init(num_gpus=2, **common)
     ray = millpond.init(ray_address=ray_address, **common)
     yield {"local": local, "ray": ray}
     ray.shutdown()

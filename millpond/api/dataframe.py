@@ -10,18 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from millpond.api import feeds
 from millpond.api.options import node_options_resources as _node_options
 from millpond.api.options import sql_step
 from millpond.api.results import (
     read_partition,
     remove_result_files,
-    result_batches,
     with_large_offsets,
 )
 from millpond.api.writes import Writes, _names
 from millpond.errors import PlanError
 from millpond.io.sqltext import quote_ident
 from millpond.operators.base import Step, callable_name, short_repr, user_step
+from millpond.operators.context import ClassWithArguments
 from millpond.operators.data import PartitionData
 from millpond.operators.fetch import FetchBytes
 from millpond.operators.python import BATCH_FORMATS, PythonOp, pickle_for_workers
@@ -70,6 +71,34 @@ def _sort_keys(
         columns.append(name)
         directions.append(bool(down))
     return columns, directions
+
+
+def _constructed(
+    func: Callable[..., Any],
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
+    step: Step,
+) -> ClassWithArguments | None:
+    """What travels in place of a ``map_batches`` class given constructor arguments (each
+    worker or actor constructs it with them); None when there are none. They are for a
+    class only: a function would have nothing to construct."""
+    if args is None and kwargs is None:
+        return None
+    if not isinstance(func, type):
+        raise PlanError(
+            f"{step.label}: fn_constructor_args/fn_constructor_kwargs are for a callable "
+            f"class (constructed once per worker), but {callable_name(func)!r} is a "
+            f"{type(func).__name__}; pass a class, or bind the arguments with functools.partial"
+        )
+    if args is not None and (isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):
+        raise PlanError(
+            f"{step.label}: fn_constructor_args must be a list or tuple, got {type(args).__name__}"
+        )
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise PlanError(
+            f"{step.label}: fn_constructor_kwargs must be a dict, got {type(kwargs).__name__}"
+        )
+    return ClassWithArguments(func, tuple(args or ()), dict(kwargs or {}))
 
 
 #: keyword arguments smallpond's DataFrame methods pass to the node they make: the task's
@@ -125,8 +154,11 @@ class DataFrame(Writes):
         fn: Callable,
         step: Step,
         resources: L.Resources | None = None,
+        udf: object | None = None,
         **options: Any,
     ) -> DataFrame:
+        """A Python step: ``fn`` (or ``udf``, what travels to the workers in its place: a
+        class with its constructor arguments) pickled now, run per partition."""
         if not callable(fn):
             raise PlanError(
                 f"{step.label}: expected a SQL string or a callable, got {type(fn).__name__}"
@@ -138,7 +170,8 @@ class DataFrame(Writes):
             raise PlanError(
                 f"{step.label}: timeout must be a number of seconds > 0, got {timeout!r}"
             )
-        op = PythonOp(kind, pickle_for_workers(fn, step), step, **options)
+        payload = pickle_for_workers(fn if udf is None else udf, step)
+        op = PythonOp(kind, payload, step, **options)
         return self._with(L.Narrow((self._node,), step, op=op, resources=resources))
 
     # -- per-partition transformations ---------------------------------------
@@ -206,20 +239,34 @@ class DataFrame(Writes):
         concurrency: int | tuple[int, int] | None = None,
         num_gpus: float | None = None,
         num_cpus: int | None = None,
+        fn_constructor_args: Sequence[Any] | None = None,
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         **node_options: Any,
     ) -> DataFrame:
-        """A Python function over whole batches (a pyarrow Table, a pandas DataFrame, or a
-        dict of numpy arrays). A class is constructed once per worker process and its
-        instance called per batch, so a model is loaded once.
+        """A Python function over whole batches of ``batch_size`` rows: a pyarrow Table
+        (``batch_format="arrow"``), a pandas DataFrame (``"pandas"``) or a dict of column
+        name to numpy array (``"numpy"``). It may return any of these (a numpy array of
+        shape ``(rows, dim)`` becomes a fixed-size list column), a list of row dicts, or
+        yield several. The same on both engines:
+
+        A class is constructed once per worker process (on Ray: per actor or Ray worker),
+        with ``fn_constructor_args`` / ``fn_constructor_kwargs``, and its instance kept
+        for every batch of every task the process runs, so a model loads once.
 
         ``num_gpus`` / ``num_cpus``: what each task of the stage (on Ray: each actor) holds
-        (the stage's ``gpu_limit`` / ``cpu_limit``). ``concurrency`` (``n`` or
-        ``(min, max)``): at most ``max`` tasks of the stage run at once; on Ray, a callable
-        class with ``concurrency`` runs in a pool of ``min`` to ``max`` actors, each of which
-        constructs the class once and runs task after task of the stage. ``timeout``: as
-        in :meth:`map`. smallpond's ``cpu_limit``/``gpu_limit``/``memory_limit`` size the
-        tasks too (``num_cpus``/``num_gpus``, when given, win)."""
+        (the stage's ``gpu_limit`` / ``cpu_limit``). Each task gets its own devices in
+        ``CUDA_VISIBLE_DEVICES``, so at most ``GPUs // num_gpus`` run at once; GPUs are
+        found through ``CUDA_VISIBLE_DEVICES``, ``nvidia-smi`` or an imported torch, or
+        declared with ``init(num_gpus=N)``. More per task than the engine has (any, on a
+        machine without GPUs) is a PlanError when the job is planned, not a hang or a
+        silent CPU run. ``concurrency`` (``n`` or ``(min, max)``): at most ``max`` tasks of
+        the stage run at once; on Ray, a callable class with ``concurrency`` runs in a pool
+        of ``min`` to ``max`` actors, each of which constructs the class once and runs task
+        after task of the stage. ``timeout``: as in :meth:`map`. smallpond's
+        ``cpu_limit``/``gpu_limit``/``memory_limit`` size the tasks too (``num_cpus``/
+        ``num_gpus``, when given, win; a ``gpu_limit`` without GPUs warns and runs on CPU,
+        as in smallpond)."""
         if batch_format not in BATCH_FORMATS:
             raise PlanError(f"batch_format must be one of {BATCH_FORMATS}, got {batch_format!r}")
         step = user_step(f"map_batches({callable_name(func)})")
@@ -228,6 +275,7 @@ class DataFrame(Writes):
             raise PlanError(f"{step.label}: num_gpus must be a number >= 0, got {num_gpus!r}")
         if num_cpus is not None and not (isinstance(num_cpus, int) and num_cpus >= 1):
             raise PlanError(f"{step.label}: num_cpus must be an integer >= 1, got {num_cpus!r}")
+        udf = _constructed(func, fn_constructor_args, fn_constructor_kwargs, step)
         resources = _node_options(step, node_options)
         if num_gpus is not None or num_cpus is not None:
             base = resources or L.Resources()
@@ -241,11 +289,13 @@ class DataFrame(Writes):
             func,
             step,
             resources=resources,
+            udf=udf,
             batch_size=batch_size,
             batch_format=batch_format,
             schema=schema,
             concurrency=bounds,
             udf_is_class=isinstance(func, type),
+            num_gpus=float(num_gpus) if num_gpus else None,
             timeout=timeout,
         )
 
@@ -501,21 +551,75 @@ class DataFrame(Writes):
         return self.to_arrow().to_pylist()
 
     def iter_batches(
-        self, batch_size: int | None = None, batch_format: str = "arrow"
+        self,
+        batch_size: int | None = None,
+        batch_format: str = "arrow",
+        *,
+        prefetch_batches: int = 2,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: Any = None,
+        drop_last: bool = False,
+        dtypes: Mapping[str, Any] | None = None,
     ) -> Iterator[Any]:
-        """Stream the result as batches (Arrow RecordBatches, or pandas DataFrames), partition
-        by partition as tasks finish; at most one partition's file is open at a time."""
-        size = batch_size or self.session.config.batch_size
-        if self._node.id in self.session._cache:
-            for part in self.session._cache[self._node.id].partitions:
-                yield from result_batches(part, size, batch_format)
-            return
-        for result in self.session.stream(
-            self._node, self._final_materialize(None), "iter_batches"
-        ):
-            part = result.output.partition
-            yield from result_batches(part, size, batch_format)
-            remove_result_files([part], self.session)
+        """Stream the result as batches of exactly ``batch_size`` rows (default: the
+        session's ``batch_size``) across partition boundaries, the last one shorter unless
+        ``drop_last``; the job runs while the batches are consumed, and at most one
+        partition's file is open at a time.
+
+        ``batch_format``: ``"arrow"`` (RecordBatches), ``"pandas"``, ``"numpy"`` (dicts
+        of arrays) or ``"torch"`` (dicts of tensors for numeric, bool and fixed-size list
+        columns, lists for the others; ``dtypes`` maps columns to torch dtypes).
+        ``prefetch_batches``: batches a background thread keeps ready while the consumer
+        works (0: none, all on the caller's thread). ``local_shuffle_buffer_size``: rows
+        shuffled within a window of that many (to twice that many) rows, repeatably with
+        ``local_shuffle_seed``."""
+        return feeds.iter_batches(
+            self,
+            batch_size,
+            batch_format,
+            prefetch_batches,
+            local_shuffle_buffer_size,
+            local_shuffle_seed,
+            drop_last,
+            dtypes,
+        )
+
+    def to_torch(
+        self,
+        batch_size: int = 256,
+        *,
+        columns: Sequence[str] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        prefetch_batches: int = 2,
+        dtypes: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The result as a ``torch.utils.data.IterableDataset`` of batches (dicts of
+        column → tensor, or → list for strings and bytes) of ``batch_size`` rows. The
+        DataFrame is computed once (as :meth:`compute` does) and each DataLoader worker of
+        each distributed rank reads its own share of it, so across all ranks and workers
+        every row is read exactly once per epoch. Ranks come from ``torch.distributed``
+        when it is initialised, else ``rank``/``world_size``, else ``RANK``/``WORLD_SIZE``.
+        ``set_epoch(n)`` reorders (with ``shuffle``) deterministically from ``seed``;
+        ``drop_last`` gives every rank the same number of whole batches. Use it as
+        ``DataLoader(ds, batch_size=None, num_workers=k)``; the dataset reads the kept
+        result, which lives as long as the session (``millpond.torch.dataset`` reads a
+        written output without one). Needs ``millpond[torch]``."""
+        return feeds.to_torch(
+            self,
+            batch_size,
+            columns,
+            rank,
+            world_size,
+            shuffle,
+            seed,
+            drop_last,
+            prefetch_batches,
+            dtypes,
+        )
 
     def compute(self) -> DataFrame:
         """Run the plan now and keep the result, so later actions reuse it instead of

@@ -18,6 +18,7 @@ def init(
     data_root: str | None = None,
     num_executors: int | None = None,
     num_cpus: int | None = None,
+    num_gpus: int | None = None,
     memory_limit: int | str | None = None,
     engine: str | None = None,
     progress: bool | None = None,
@@ -39,7 +40,10 @@ def init(
 
     Every setting may also come from a ``MILLPOND_<NAME>`` environment variable (e.g.
     ``MILLPOND_DATA_ROOT``, ``MILLPOND_NUM_EXECUTORS``, ``MILLPOND_MEMORY_LIMIT=8GB``);
-    explicit arguments win. ``num_cpus`` is an alias of ``num_executors``. Stages whose input
+    explicit arguments win. ``num_cpus`` is an alias of ``num_executors``. ``num_gpus``
+    declares the GPUs where detection (``CUDA_VISIBLE_DEVICES``, ``nvidia-smi``, an
+    imported torch) cannot see them: devices 0..N-1 on the embedded engine, the GPUs of
+    the Ray instance millpond starts (an existing cluster counts its own). Stages whose input
     is at most ``inline_bytes`` (default 32MB) run in this process instead of on workers,
     which keeps small jobs fast; ``inline_bytes=0`` always uses the workers. Tasks that fail
     for a system reason (a worker died, an I/O error) are retried up to ``max_retry`` times;
@@ -89,6 +93,7 @@ def init(
         data_root=data_root,
         num_executors=num_executors if num_executors is not None else num_cpus,
         memory_limit=memory_limit,
+        num_gpus=num_gpus,
         engine=engine,
         progress=progress,
         ray_address=ray_address,

@@ -20,6 +20,7 @@ from millpond.execution.local_engine import LocalEngine
 from millpond.execution.outputs import DatasetWrite
 from millpond.execution.plan import PhysicalPlan
 from millpond.execution.report import flush_reports, publish_job_files
+from millpond.execution.resources import check_gpu_requests
 from millpond.execution.task_run import TaskResult
 from millpond.io.safety import remove_path
 from millpond.io.scratch import private_directory
@@ -79,9 +80,12 @@ class Session(Sources):
 
             self.config.engine = "ray"
             return RayEngine(
-                self.config.num_executors, self.config.ray_address, self.config.data_root
+                self.config.num_executors,
+                self.config.ray_address,
+                self.config.data_root,
+                num_gpus=self.config.num_gpus,
             )
-        return LocalEngine(self.config.num_executors)
+        return LocalEngine(self.config.num_executors, num_gpus=self.config.num_gpus)
 
     # -- life cycle -----------------------------------------------------------
     def shutdown(self) -> None:
@@ -111,6 +115,12 @@ class Session(Sources):
             os.rmdir(self.session_dir)  # only if nothing (no report) is left
         except OSError:
             pass
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs the engine can give tasks (detected, or declared with ``init(num_gpus=)``):
+        a program asks ``map_batches(num_gpus=)`` only where there are some."""
+        return len(self.engine.gpus)
 
     def __enter__(self) -> Session:
         return self
@@ -155,7 +165,9 @@ class Session(Sources):
             broadcast_bytes=max(self.config.inline_bytes, BROADCAST_BYTES),
             one_machine=self.engine.runs_sql_stages_inline and self.config.inline_bytes > 0,
         )
-        return planner.build(*optimize_all(self._with_cache(*nodes)))
+        plan = planner.build(*optimize_all(self._with_cache(*nodes)))
+        check_gpu_requests(plan, self.engine)  # num_gpus beyond the engine's: refused now
+        return plan
 
     def execute(
         self,

@@ -95,6 +95,11 @@ class Engine(ABC):
         """The GPUs tasks may be given (``CUDA_VISIBLE_DEVICES`` entries); none by default."""
         return []
 
+    @property
+    def gpus_per_task(self) -> float:
+        """The most GPUs one task can be given (on one machine: all of them)."""
+        return float(len(self.gpus))
+
     @abstractmethod
     def run(
         self,

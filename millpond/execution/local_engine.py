@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 def detect_gpus() -> list[str]:
     """GPUs of this machine: ``CUDA_VISIBLE_DEVICES`` when it is set (empty or ``-1``: none),
-    else the devices ``nvidia-smi -L`` lists, else none."""
+    else the devices ``nvidia-smi -L`` lists, else those of ``torch.cuda`` when torch is
+    already imported (never imported for this: it costs a cold start seconds), else none."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         devices = [d.strip() for d in visible.split(",") if d.strip()]
@@ -36,16 +38,29 @@ def detect_gpus() -> list[str]:
             return []
         return devices
     smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
+    if smi is not None:
+        try:
+            listing = subprocess.run(
+                [smi, "-L"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        devices = [line for line in listing.splitlines() if line.startswith("GPU")]
+        if devices:
+            return [str(i) for i in range(len(devices))]
+    return [str(i) for i in range(_torch_gpu_count())]
+
+
+def _torch_gpu_count() -> int:
+    """GPUs torch sees, if the program has imported torch (0 otherwise, or on failure)."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is None:
+        return 0
     try:
-        listing = subprocess.run(
-            [smi, "-L"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    devices = [line for line in listing.splitlines() if line.startswith("GPU")]
-    return [str(i) for i in range(len(devices))]
+        return int(cuda.device_count()) if cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken CUDA install means no usable GPU
+        return 0
 
 
 class LocalEngine(Engine):
@@ -53,13 +68,16 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def __init__(self, num_executors: int) -> None:
+    def __init__(self, num_executors: int, num_gpus: int | None = None) -> None:
         self.num_executors = num_executors
         self._pool: WorkerPool | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._query_thread: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._gpus: list[str] | None = None
+        # declared (init(num_gpus=N)): devices 0..N-1; else detected on first need
+        self._gpus: list[str] | None = (
+            None if num_gpus is None else [str(i) for i in range(num_gpus)]
+        )
 
     @property
     def parallelism(self) -> int:

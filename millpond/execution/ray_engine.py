@@ -170,11 +170,16 @@ class RayEngine(Engine):
     runs_sql_stages_inline = False  # large SQL stages spread over the cluster's nodes
 
     def __init__(
-        self, num_executors: int, address: str | None = None, data_root: str | None = None
+        self,
+        num_executors: int,
+        address: str | None = None,
+        data_root: str | None = None,
+        num_gpus: int | None = None,
     ) -> None:
         self.ray = _import_ray()
         self.address = address
         self.num_executors = num_executors
+        self.num_gpus = num_gpus  # for the local Ray started here (a cluster counts its own)
         self._inline = LocalEngine(num_executors)
         self._closed = False
         self._connect()
@@ -206,6 +211,12 @@ class RayEngine(Engine):
             if not ray.is_initialized():
                 if self.address:
                     log.info("attaching to the Ray cluster at %s", self.address)
+                    if self.num_gpus is not None:
+                        log.warning(
+                            "init(num_gpus=%d) is ignored on an existing Ray cluster: Ray "
+                            "counts the GPUs its nodes declare (ray start --num-gpus)",
+                            self.num_gpus,
+                        )
                     context = _attach(ray, self.address)
                     _started_here = False
                     self.dashboard_url = _dashboard_url(context)
@@ -215,6 +226,7 @@ class RayEngine(Engine):
                         ray.init(
                             address="local",
                             num_cpus=self.num_executors,
+                            num_gpus=self.num_gpus,
                             include_dashboard=False,
                             _node_ip_address="127.0.0.1",
                             logging_level=logging.WARNING,
@@ -270,6 +282,11 @@ class RayEngine(Engine):
     @property
     def gpus(self) -> list[str]:
         return self._gpus
+
+    @property
+    def gpus_per_task(self) -> float:
+        """One task (or actor) holds at most the GPUs of the node with the most."""
+        return float(self._node_most["GPU"])
 
     @property
     def nodes(self) -> int:

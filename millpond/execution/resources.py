@@ -9,9 +9,10 @@ import math
 from dataclasses import dataclass
 
 from millpond.config import SessionConfig, describe_size
+from millpond.errors import PlanError
 from millpond.execution.engine import Engine
 from millpond.execution.failures import describe_node
-from millpond.execution.plan import Stage
+from millpond.execution.plan import PhysicalPlan, Stage
 
 log = logging.getLogger("millpond.job")
 
@@ -24,6 +25,40 @@ def _first_no_gpu_warning() -> bool:
     first = not _warned_no_gpu
     _warned_no_gpu = True
     return first
+
+
+def check_gpu_requests(plan: PhysicalPlan, engine: Engine) -> None:
+    """Refuse, before anything runs, a step whose ``num_gpus`` per task is more than one
+    task of ``engine`` can hold: such a task could never start (Ray would queue it for
+    ever), and running it on CPU instead would hide that the model is not on a GPU.
+    smallpond's ``gpu_limit`` keeps its warning and CPU fallback (see :meth:`_gpu`)."""
+    most = engine.gpus_per_task
+    for stage in plan.stages:
+        for op in stage.ops:
+            need = getattr(op, "num_gpus", None)
+            if need and need > most + 1e-6:
+                fix = (
+                    f"ask for at most num_gpus={most:g}"
+                    if most
+                    else "leave num_gpus out to run the step on CPU"
+                )
+                raise PlanError(
+                    f"{op.step.label} asks for num_gpus={need:g} per task, but "
+                    f"{_gpus_found(engine, most)}: {fix}.\n  {op.step.describe()}"
+                )
+
+
+def _gpus_found(engine: Engine, most: float) -> str:
+    """What the engine has, in words, for the error of a step asking for more."""
+    if engine.name == "ray":
+        return (
+            f"the largest node of the Ray cluster has {most:g} GPU(s) ({len(engine.gpus)} in "
+            "the cluster; nodes declare theirs with ray start --num-gpus)"
+        )
+    return (
+        f"the embedded engine has {most:g} GPU(s) (found through CUDA_VISIBLE_DEVICES, "
+        "nvidia-smi or an imported torch, or declared with init(num_gpus=N))"
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import itertools
 import os
 import threading
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -21,9 +22,24 @@ _UDF_LOCK = threading.Lock()
 _names = itertools.count()
 
 
+@dataclass(frozen=True)
+class ClassWithArguments:
+    """A ``map_batches`` class with its ``fn_constructor_args``/``fn_constructor_kwargs``,
+    as it travels to the workers (and Ray actors), where :func:`load_udf` constructs it
+    once per process with them."""
+
+    cls: type
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def construct(self) -> Any:
+        return self.cls(*self.args, **self.kwargs)
+
+
 def load_udf(payload: bytes, step: Step) -> Any:
-    """Unpickle a user function once per process. A class is instantiated here, once, so a
-    model it loads in ``__init__`` is loaded once per worker rather than once per batch.
+    """Unpickle a user function once per process. A class is instantiated here, once (with
+    its ``fn_constructor_args``/``fn_constructor_kwargs`` when given), so a model it loads
+    in ``__init__`` is loaded once per worker rather than once per batch.
     Failing to unpickle it or to construct it is the user's error, named by ``step``."""
     key = hashlib.sha1(payload).hexdigest()
     with _UDF_LOCK:
@@ -42,6 +58,8 @@ def load_udf(payload: bytes, step: Step) -> Any:
                 raise UserCodeFailure(exc, step, traceback.format_exc()) from None
             if isinstance(obj, type):
                 obj = call_user(step, obj)
+            elif isinstance(obj, ClassWithArguments):
+                obj = call_user(step, obj.construct)
             _UDF_CACHE[key] = obj
         return obj
 

@@ -34,7 +34,7 @@ def to_table(result: Any, step: Step) -> pa.Table | None:
     if isinstance(result, pa.RecordBatch):
         return pa.Table.from_batches([result])
     if isinstance(result, dict):
-        return pa.table(result)
+        return pa.table({name: _column(value) for name, value in result.items()})
     if isinstance(result, list):
         return pa.Table.from_pylist(result)
     module = type(result).__module__
@@ -46,6 +46,31 @@ def to_table(result: Any, step: Step) -> pa.Table | None:
         f"{step.label} returned {type(result).__name__}; expected a pyarrow Table or RecordBatch, "
         "a pandas DataFrame, a dict of columns or a list of row dicts"
     )
+
+
+def _column(value: Any) -> Any:
+    """A column of a returned dict as Arrow takes it: a numpy array of more than one
+    dimension (a batch of embeddings, ``(rows, dim)``) becomes a fixed-size list column
+    (Arrow only takes 1-D arrays); anything else goes to Arrow as it is."""
+    ndim = getattr(value, "ndim", 1)
+    if ndim <= 1 or not type(value).__module__.startswith("numpy"):
+        return value
+    import numpy as np
+
+    flat = pa.array(np.ascontiguousarray(value).reshape(-1))
+    for size in reversed(value.shape[1:]):
+        flat = pa.FixedSizeListArray.from_arrays(flat, type=pa.list_(flat.type, size))
+    return flat
+
+
+def batch_argument(table: pa.Table, batch_format: str) -> Any:
+    """A batch as ``map_batches(batch_format=)`` hands it to the function: the Arrow table,
+    a pandas DataFrame, or a dict of column name to numpy array."""
+    if batch_format == "pandas":
+        return table.to_pandas()
+    if batch_format == "numpy":
+        return {name: column.to_numpy() for name, column in zip(table.column_names, table.columns)}
+    return table
 
 
 def exact_batches(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
@@ -85,6 +110,9 @@ class PythonOp(Op):
     #: callable class on Ray, the size of the stage's actor pool
     concurrency: tuple[int, int] | None = None
     udf_is_class: bool = False
+    #: ``map_batches(num_gpus=)``: GPUs each task must hold; more than the engine has is a
+    #: PlanError (smallpond's ``gpu_limit`` only warns and runs on CPU)
+    num_gpus: float | None = None
     #: seconds a task running this step may take (``timeout=``; None: no limit of its own)
     timeout: float | None = None
 
@@ -152,16 +180,7 @@ class PythonOp(Op):
         return pa.Table.from_pylist(rows, schema=self.schema)
 
     def _batch_outputs(self, fn, batch: pa.RecordBatch) -> Iterator[pa.Table]:
-        table = pa.Table.from_batches([batch])
-        if self.batch_format == "pandas":
-            arg: Any = table.to_pandas()
-        elif self.batch_format == "numpy":
-            arg = {
-                name: col.to_numpy(zero_copy_only=False)
-                for name, col in zip(table.column_names, table.columns)
-            }
-        else:
-            arg = table
+        arg = batch_argument(pa.Table.from_batches([batch]), self.batch_format)
         result = self._call(fn, arg)
         items = iterate_user(self.step, result) if isinstance(result, Iterator) else (result,)
         for item in items:
@@ -178,8 +197,7 @@ class PythonOp(Op):
             return input_schema
         if self.kind == "map_batches":
             try:
-                empty = input_schema.empty_table()
-                arg = empty.to_pandas() if self.batch_format == "pandas" else empty
+                arg = batch_argument(input_schema.empty_table(), self.batch_format)
                 out = to_table(fn(arg), self.step)
                 if out is not None:
                     return out.schema
