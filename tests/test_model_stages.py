@@ -401,3 +401,55 @@ def test_a_slow_model_behind_a_fast_producer_keeps_memory_bounded(make_session):
     assert {type(r.output.partition) for r in job.results[producer]} == {FilePartition}
     grown = peak[0] - baseline
     assert grown < data / 2, f"memory grew by {grown / MB:.0f} MB for {data / MB:.0f} MB of data"
+
+
+def _log_event(path: str, event: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{event}\n".encode())
+    finally:
+        os.close(fd)
+
+
+class LoggingModel:
+    """A slow model that records when it has used a partition."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        time.sleep(0.1)
+        _log_event(self.log, "consumed")
+        return batch
+
+
+def test_a_fast_producer_waits_for_a_slow_model(make_session, tmp_path):
+    """Backpressure: the producer's task k starts only once the model has used all but
+    ``lead_limit`` of the producer's earlier outputs (2 for a model of one task at a
+    time), instead of running every task ahead of it."""
+    from millpond.execution.stage_scheduler import LEAD_PER_CONSUMER_TASK
+
+    log = str(tmp_path / "events")
+    sp = make_session("workers", num_executors=2)
+
+    def produce(batch: pa.Table) -> pa.Table:
+        _log_event(log, "produced")
+        return batch
+
+    out = (
+        sp.from_items([{"x": i} for i in range(20)], npartitions=20)
+        .map_batches(produce)
+        .map_batches(LoggingModel, concurrency=1, fn_constructor_args=(log,))
+        .to_arrow()
+    )
+    assert sorted(out["x"].to_pylist()) == list(range(20))
+    assert sp.last_job.pipelined, "the model ran beside its producer"
+    lead = max(2, LEAD_PER_CONSUMER_TASK * 1)
+    produced = consumed = 0
+    ahead = []
+    for event in open(log).read().split():
+        produced += event == "produced"
+        consumed += event == "consumed"
+        ahead.append(produced - consumed)
+    assert produced == consumed == 20
+    assert max(ahead) <= lead, f"the producer ran {max(ahead)} partitions ahead"

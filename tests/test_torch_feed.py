@@ -174,3 +174,18 @@ def test_bad_arguments_are_clear(frame, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputNotFoundError, match="empty"):
         mtorch.dataset(str(tmp_path / "empty"), batch_size=10)
+
+
+def test_a_plain_read_parquet_is_fed_from_its_own_files(session, tmp_path):
+    import pyarrow.parquet as pq
+
+    for i in range(3):
+        pq.write_table(table(1_000).slice(0, 1_000), tmp_path / f"part-{i}.parquet")
+    df = session.read_parquet(str(tmp_path))
+    ds = df.to_torch(batch_size=100)
+    assert not df.is_computed()  # nothing copied first: the dataset reads the files
+    assert {s.path for s in ds.sources} == {str(tmp_path / f"part-{i}.parquet") for i in range(3)}
+    assert sum(len(b["id"]) for b in ds) == 3_000
+    filtered = df.filter("id < 500")
+    assert sum(len(b["id"]) for b in filtered.to_torch(batch_size=100)) == 1_500
+    assert filtered.is_computed()  # a step after the scan: computed once, then fed

@@ -21,6 +21,7 @@ from millpond.feed.batches import (
     prefetched,
 )
 from millpond.operators.data import FilePartition, TablePartition
+from millpond.planning import logical as L
 
 if TYPE_CHECKING:
     from millpond.api.dataframe import DataFrame
@@ -73,9 +74,35 @@ def _interruptible(stream: Iterator[Any]) -> Iterator[Any]:
         yield from stream
 
 
+def _scanned_files(df: DataFrame) -> list[shards.Source] | None:
+    """A plain ``read_parquet`` (no step after it, nothing pushed into the scan, no
+    columns made from paths): its files, read as they are, so nothing is computed or
+    copied first; None for anything else."""
+    node = df._node
+    if not isinstance(node, L.Scan) or node.format.name != "parquet":
+        return None
+    if node.columns is not None or node.predicate or node.limit is not None:
+        return None
+    options = node.format.options
+    if options.get("union_by_name") or options.get("hive_partitioning"):
+        return None
+    if any(v not in (None, False) for k, v in options.items() if k != "hive_partitioning"):
+        return None
+    paths = list(dict.fromkeys(f.path for part in node.partitions for f in part))
+    if options.get("hive_partitioning") is None and any(
+        "=" in segment for path in paths for segment in path.split("/")[:-1]
+    ):
+        return None  # DuckDB would add the hive layout's columns
+    return [shards.ParquetSource(path, node.format.storage) for path in paths]
+
+
 def computed_sources(df: DataFrame) -> list[shards.Source]:
-    """The DataFrame computed (kept, as :meth:`DataFrame.compute` does), as feed sources:
-    its Parquet files, or its in-memory tables."""
+    """The DataFrame as feed sources: a plain ``read_parquet``'s own files, else the
+    result computed (and kept, as :meth:`DataFrame.compute` does): its Parquet files, or
+    its in-memory tables."""
+    direct = None if df.is_computed() else _scanned_files(df)
+    if direct is not None:
+        return direct
     df.compute()
     sources: list[shards.Source] = []
     for part in df.session._cache[df._node.id].partitions:

@@ -21,7 +21,10 @@ class StageRun:
     ``inputs`` holds each task's input partitions; a pipelined stage's are filled in task
     by task as its producer's tasks end. ``cap`` (``map_batches(concurrency=)``, on the
     workers) bounds the tasks handed to the engine at once; the others wait in ``held``.
-    ``keep_output``: its tasks' outputs stay where they ran (see ``TaskSpec.keep_output``)."""
+    ``lead_limit`` (a stage with pipelined consumers): backpressure, the most of its
+    outputs that may be made or waiting while a consumer has not yet used them, so a fast
+    producer waits for a slow model instead of running ahead. ``keep_output``: its tasks'
+    outputs stay where they ran (see ``TaskSpec.keep_output``)."""
 
     stage: Stage
     inputs: list[list[PartitionInput] | None]
@@ -30,6 +33,9 @@ class StageRun:
     reused: dict[int, TaskResult] = field(default_factory=dict)
     keep_output: bool = False
     cap: int | None = field(init=False, default=None)
+    lead_limit: int | None = None
+    #: task index -> consumers that have yet to use that task's output (with lead_limit)
+    unconsumed: dict[int, int] = field(default_factory=dict)
     producer: StageRun | None = None
     consumers: list[StageRun] = field(default_factory=list)
     results: list[TaskResult | None] = field(default_factory=list)
@@ -56,24 +62,49 @@ class StageRun:
         """The tasks this run has to run (not reused from a previous run)."""
         return [i for i in range(self.ntasks) if i not in self.reused]
 
-    def hand(self, spec: TaskSpec, queue: deque[TaskSpec], first: bool = False) -> None:
-        """Give ``spec`` to the engine, or hold it while the stage is at its cap. ``first``
-        puts it ahead of the queue: work downstream goes first, so data flows through the
-        pipeline instead of piling up between stages."""
+    def _full(self) -> bool:
+        """Whether a new task must wait: the stage is at its cap, or so far ahead of a
+        consumer that its outputs would pile up."""
         if self.cap is not None and self.handed >= self.cap:
+            return True
+        return self.lead_limit is not None and len(self.unconsumed) >= self.lead_limit
+
+    def hand(self, spec: TaskSpec, queue: deque[TaskSpec], first: bool = False) -> None:
+        """Give ``spec`` to the engine, or hold it while the stage is full (see
+        :meth:`_full`). ``first`` puts it ahead of the queue: work downstream goes first,
+        so data flows through the pipeline instead of piling up between stages."""
+        if self._full():
             self.held.append(spec)
             return
         self.handed += 1
+        users = sum(1 for c in self.consumers if spec.index not in c.reused)
+        if self.lead_limit is not None and users:
+            self.unconsumed[spec.index] = users
         if first:
             queue.appendleft(spec)
         else:
             queue.append(spec)
 
+    def _hand_held(self, queue: deque[TaskSpec]) -> None:
+        while self.held and not self._full():
+            self.hand(self.held.popleft(), queue, first=self.producer is not None)
+
     def task_ended(self, queue: deque[TaskSpec]) -> None:
         """A task of the stage left the engine for good: a held one takes its place."""
         self.handed -= 1
-        if self.held:
-            self.hand(self.held.popleft(), queue, first=self.producer is not None)
+        self._hand_held(queue)
+
+    def consumed(self, index: int, queue: deque[TaskSpec]) -> None:
+        """A consumer's task ``index`` ended, so that output of this stage is used: once
+        every consumer used it, a held task may run."""
+        left = self.unconsumed.get(index)
+        if left is None:
+            return
+        if left > 1:
+            self.unconsumed[index] = left - 1
+            return
+        del self.unconsumed[index]
+        self._hand_held(queue)
 
     def drop_waiting(self, queue: deque[TaskSpec]) -> None:
         """Forget the tasks of this stage that have not started (a limit is reached)."""

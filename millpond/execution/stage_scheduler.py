@@ -31,6 +31,8 @@ log = logging.getLogger("millpond.job")
 #: about this much data per range of a total-order sort (read when each sort runs)
 RANGE_TARGET_BYTES = 64 * MB
 SQL_TASK_BYTES = 1024 * MB  # input of one task of a SQL stage whose partitioning is unseen
+#: backpressure: a producer's outputs that may wait per task its slowest consumer runs
+LEAD_PER_CONSUMER_TASK = 2
 
 
 class StageScheduler:
@@ -96,8 +98,10 @@ class StageScheduler:
                     continue
                 for consumer in run.consumers:
                     self._feed(consumer, result.index, result, queue)
-                if run.producer is not None and run.producer.stage.id in self.object_outputs:
-                    run.producer.release(result.index)
+                if run.producer is not None:
+                    run.producer.consumed(result.index, queue)
+                    if run.producer.stage.id in self.object_outputs:
+                        run.producer.release(result.index)
                 if run is final:
                     yield from final.ready_in_order()
                 if run.enough_rows():
@@ -202,10 +206,19 @@ class StageScheduler:
             consumers = self.plan.pipelined_consumers(current.stage.id)
             for consumer in consumers:
                 runs.append(self._begin_pipelined(consumer, current))
+            if consumers:
+                current.lead_limit = self._lead_limit(current.consumers)
             if consumers and self._keeps_output(current, consumers):
                 self.object_outputs.add(current.stage.id)
                 current.keep_output = True
         return runs
+
+    def _lead_limit(self, consumers: list[StageRun]) -> int:
+        """Backpressure: outputs a producer may have made and not yet seen used, enough to
+        keep its slowest consumer's tasks fed (:data:`LEAD_PER_CONSUMER_TASK` per task it
+        runs at once), and no more."""
+        slots = min(c.cap or self.config.num_executors for c in consumers)
+        return max(2, LEAD_PER_CONSUMER_TASK * slots)
 
     def _keeps_output(self, run: StageRun, consumers: list[Stage]) -> bool:
         """Whether ``run``'s outputs go to its pipelined consumers through the engine's

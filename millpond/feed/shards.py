@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from millpond.errors import PlanError
+from millpond.io.storage import Storage
 
 #: rows of an in-memory table or a Lance fragment read as one unit
 UNIT_ROWS = 65_536
@@ -37,9 +38,11 @@ class Unit:
 class ParquetSource:
     """A Parquet file (local or an fsspec URL); its units are its row groups."""
 
-    def __init__(self, path: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str, storage_options: Storage | Mapping[str, Any] | None = None
+    ) -> None:
         self.path = path
-        self.storage_options = dict(storage_options or {})
+        self.storage_options = storage_options  # fsspec options, or a session's Storage
         self._file: pq.ParquetFile | None = None
 
     def __getstate__(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from millpond.errors import UnpicklableFunctionError
+from millpond.feed.batches import exact_batches
 from millpond.operators.base import (
     Op,
     Step,
@@ -71,29 +72,6 @@ def batch_argument(table: pa.Table, batch_format: str) -> Any:
     if batch_format == "numpy":
         return {name: column.to_numpy() for name, column in zip(table.column_names, table.columns)}
     return table
-
-
-def exact_batches(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
-    """Batches of exactly ``size`` rows (the last one may be shorter), whatever sizes come
-    in: DuckDB cuts its batches at files and row groups, and a ``map_batches`` function is
-    promised ``batch_size`` rows, as in smallpond."""
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        if not batch.num_rows:
-            continue
-        if not pending and batch.num_rows == size:
-            yield batch  # the common case: nothing to cut or join
-            continue
-        pending.append(batch)
-        rows += batch.num_rows
-        while rows >= size:
-            table = pa.Table.from_batches(pending)
-            yield table.slice(0, size).combine_chunks().to_batches()[0]
-            rest = table.slice(size)
-            pending, rows = rest.to_batches(), rest.num_rows
-    if rows:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
 @dataclass
