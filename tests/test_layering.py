@@ -31,6 +31,7 @@ LAYERS = (
     ("execution", ("millpond.execution",)),
     ("planning", ("millpond.planning",)),
     ("api", ("millpond.api",)),
+    ("ops", ("millpond.ops",)),  # data-preparation operators, over the DataFrame API
     ("compat", ("millpond.compat", *COMPAT_SURFACES)),
     ("application", ("millpond", "millpond.cli", "millpond.__main__", "millpond.demo")),
 )

@@ -621,6 +621,18 @@ class DataFrame(Writes):
             dtypes,
         )
 
+    def pipe(self, step: Callable[..., DataFrame], *args: Any, **kwargs: Any) -> DataFrame:
+        """``step(self, *args, **kwargs)``: a reusable step, such as the operators of
+        :mod:`millpond.ops` (``df.pipe(ops.language("text", keep=["en"]))``), chained
+        like a method."""
+        result = step(self, *args, **kwargs)
+        if not isinstance(result, DataFrame):
+            raise PlanError(
+                f"pipe({callable_name(step)}): a step must return a DataFrame, got "
+                f"{type(result).__name__}"
+            )
+        return result
+
     def compute(self) -> DataFrame:
         """Run the plan now and keep the result, so later actions reuse it instead of
         recomputing (for the DataFrame of :meth:`write_parquet_lazy`: do the write).
