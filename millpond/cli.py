@@ -53,16 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run an end-to-end LLM data-prep pipeline on a synthetic web corpus",
         description=(
-            "Generate a synthetic web-text corpus (reused on later runs) and run "
-            "normalise -> quality filter -> exact dedup -> chunk -> write Parquet, "
-            "then print rows and time per step."
+            "Generate a synthetic web-text corpus (reused on later runs) and run the "
+            "millpond.ops operators normalize -> gopher_quality -> dedup_exact -> chunk, "
+            "then write Parquet and print rows in/out, documents removed and time per step."
         ),
     )
     demo.add_argument(
         "--rows",
         type=_positive_int,
-        default=300_000,
-        help="documents in the synthetic corpus (default: 300000)",
+        default=100_000,
+        help="documents in the synthetic corpus (default: 100000)",
     )
     demo.add_argument(
         "--workdir",

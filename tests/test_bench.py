@@ -136,3 +136,34 @@ def test_feed_benchmark_reads_every_row_in_every_case(capsys):
     out = capsys.readouterr().out
     assert "ROWS" not in out
     assert "dataset, DataLoader 2 workers" in out and "df.to_torch, an epoch" in out
+
+
+def test_dedup_benchmark_runs_and_scores_both(capsys):
+    """``python -m bench.dedup`` at a tiny size: millpond's fuzzy dedup (and datasketch's
+    MinHashLSH, when installed) run and are scored."""
+    from bench import dedup
+
+    assert dedup.main(["--docs", "400", "--executors", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "millpond ops.dedup_fuzzy:" in out and "precision" in out
+
+
+def test_dataprep_benchmark_contenders_keep_the_same_rows(capsys, tmp_path):
+    """``python -m bench.dataprep`` at a tiny size: every installed contender runs and
+    keeps about as many rows as the others (the corpus's clean English documents)."""
+    from bench import dataprep
+
+    assert dataprep.main(["--mb", "1", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    kept = {
+        name: int(count.replace(",", ""))
+        for name, count in re.findall(
+            r"^(millpond|datatrove|plain loop): .* kept ([\d,]+)$", out, re.M
+        )
+    }
+    ran = [name for name in dataprep.CONTENDERS if not dataprep.missing(name)]
+    assert sorted(kept) == sorted(ran) and ran
+    meta = dataprep.write_corpus(tmp_path, 1)[1]
+    for name, count in kept.items():
+        assert 0.9 * meta["kinds"]["en"] <= count <= meta["distinct"], (name, count)
+    assert max(kept.values()) - min(kept.values()) <= 0.05 * max(kept.values())

@@ -106,10 +106,11 @@ def _written_schema(results: list, table_schema: pa.Schema | None) -> pa.Schema:
 def _merge_streamed(
     df: DataFrame, uri: str, on: str | Sequence[str], options, read_version: int
 ) -> None:
-    """Upsert the job's result into the table as it streams out. Lance pulls the rows on
-    a thread of its own, while a job must run on the driver's main thread (it installs
-    signal handlers): the merge runs on a helper thread, fed batch by batch through a
-    small queue. A failed job ends the stream with its error, so Lance commits nothing."""
+    """Upsert the job's result into the table as it streams out. Lance's merge blocks in
+    native code until its input ends, where a Ctrl-C would not be seen: it runs on a
+    helper thread, fed batch by batch through a small queue, while the driver's main
+    thread stays in Python, pulling the job's batches, so an interruption reaches the job.
+    A failed job ends the stream with its error, so Lance commits nothing."""
     batches: Iterator[pa.RecordBatch] = iter(df.iter_batches())
     first = next(batches, None)
     schema = first.schema if first is not None else df.limit(0).to_arrow().schema

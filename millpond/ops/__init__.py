@@ -21,5 +21,33 @@ from __future__ import annotations
 from millpond.ops.base import Step
 
 # each module's operators (one import line per module, in alphabetical order)
+from millpond.ops.chunking import chunk, count_tokens
+from millpond.ops.dedup import dedup_exact, dedup_fuzzy
+from millpond.ops.extract import extract_text, read_warc
+from millpond.ops.language import language
+from millpond.ops.quality import (
+    c4_quality,
+    explain_filters,
+    fineweb_quality,
+    gopher_quality,
+    gopher_repetition,
+)
+from millpond.ops.text import normalize, pii_redact
 
-__all__ = ["Step"]
+__all__ = [
+    "Step",
+    "c4_quality",
+    "chunk",
+    "count_tokens",
+    "dedup_exact",
+    "dedup_fuzzy",
+    "explain_filters",
+    "extract_text",
+    "fineweb_quality",
+    "gopher_quality",
+    "gopher_repetition",
+    "language",
+    "normalize",
+    "pii_redact",
+    "read_warc",
+]

@@ -3,7 +3,8 @@
 Parquet with ``url``/``domain``/``date``/``content`` columns (:class:`ImportWarcFiles`), and
 HTML pages into lower-cased word tokens (:class:`ExtractHtmlBody`).
 
-Reading WARC needs the ``warc`` extra (``pip install 'millpond[warc]'``, i.e. warcio); it is
+Reading WARC needs the ``warc`` extra (``pip install 'millpond[warc]'``, i.e. warcio); the
+reader is :mod:`millpond.ops.extract`'s (also behind ``ops.read_warc``); warcio is
 imported when a file is read, so plans that use these nodes can be built without it. HTML
 is parsed with the standard library, where smallpond uses BeautifulSoup and lxml.
 """
@@ -19,23 +20,19 @@ import unicodedata
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import PurePath
-from typing import IO, Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from millpond.common import MB
 from millpond.compat.contrib import task_logger
-from millpond.errors import InputReadError
 from millpond.execution.task import RuntimeContext
 from millpond.logical.dataset import DataSet
 from millpond.logical.node import ArrowStreamNode, PythonScriptNode
+from millpond.ops.extract import iter_warc_records
 
 LOGGER = "millpond.contrib.warc"
 
-#: the first bytes of a zstd frame
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: the column of file paths in a table that lists files (smallpond's ``FileSet``, and what
 #: a PythonScriptNode's non-Parquet output becomes in millpond)
 PATHS_COLUMN = "resolved_paths"
@@ -57,32 +54,6 @@ TOKENS_SCHEMA = pa.schema(
         pa.field("tokens", pa.list_(pa.string())),
     ]
 )
-
-
-def _archive_iterator() -> Any:
-    try:
-        from warcio.archiveiterator import ArchiveIterator
-    except ImportError as exc:
-        raise ImportError(
-            "reading WARC files needs warcio: pip install 'millpond[warc]' (or warcio)"
-        ) from exc
-    return ArchiveIterator
-
-
-@contextlib.contextmanager
-def open_warc(path: str) -> Iterator[IO[bytes]]:
-    """``path`` (local or an fsspec URL) opened for warcio: zstd is decompressed here (by
-    Arrow, across frames), gzip and plain WARC are left to warcio, which reads both."""
-    import fsspec
-
-    with fsspec.open(path, "rb") as raw:
-        magic = raw.read(len(ZSTD_MAGIC))
-        raw.seek(0)
-        if magic == ZSTD_MAGIC:
-            with pa.input_stream(raw, compression="zstd", buffer_size=16 * MB) as stream:
-                yield stream
-        else:
-            yield raw
 
 
 def warc_paths(dataset: DataSet) -> list[str]:
@@ -166,23 +137,11 @@ class ImportWarcFiles(PythonScriptNode):
 
 
 def read_pages(path: str) -> Iterator[tuple[str | None, str, str | None, bytes]]:
-    """``(url, domain, date, content)`` of each response record of the WARC file ``path``;
-    a failure to read it (missing, corrupt, truncated inside a record) is an
-    InputReadError that names the file."""
-    archive_iterator = _archive_iterator()
-    try:
-        with open_warc(path) as stream:
-            for record in archive_iterator(stream):
-                if record.rec_type != "response":
-                    continue
-                url = record.rec_headers.get_header("WARC-Target-URI")
-                date = record.rec_headers.get_header("WARC-Date")
-                content = record.content_stream().read()
-                yield url, urlparse(url or "").netloc, date, content
-    except Exception as exc:
-        raise InputReadError(
-            f"cannot import web pages from WARC file {path!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+    """``(url, domain, date, content)`` of each response record of the WARC file ``path``
+    (read by :func:`millpond.ops.extract.iter_warc_records`, the one WARC reader); a
+    failure to read it is an InputReadError that names the file."""
+    for url, domain, date, _content_type, content in iter_warc_records(path):
+        yield url, domain, date, content
 
 
 @functools.cache

@@ -1,0 +1,133 @@
+"""ops.dedup_exact and ops.dedup_fuzzy: the kept rows, the same on every engine, and the
+fuzzy dedup's precision/recall on a generated corpus of known near-duplicate clusters."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+import millpond
+from bench import dedup as bench_dedup
+from millpond import ops
+from millpond.ops.dedup import duplicates
+from millpond.ops.minhash import MinHasher, optimal_bands
+
+TEXTS = ["a b c", "A  b c", "x y", "a b c", "x y", "z"]
+
+
+def _docs() -> pa.Table:
+    return pa.table({"id": [5, 3, 9, 1, 4, 2], "text": TEXTS, "v": [0, 1, 2, 3, 4, 5]})
+
+
+def _exact_results(sp) -> dict[str, list]:
+    df = sp.from_arrow(_docs()).repartition(2, by_rows=True)
+    first = df.pipe(ops.dedup_exact("text", order_by="id"))
+    normalized = df.pipe(ops.dedup_exact(["text"], order_by=["id"], normalize=True))
+    anyone = df.pipe(ops.dedup_exact("text", keep="any"))
+    return {
+        "first": sorted(first.to_arrow().select(["id", "text", "v"]).to_pylist(), key=str),
+        "normalized": sorted(normalized.to_arrow()["id"].to_pylist()),
+        "any": sorted(anyone.to_arrow()["text"].to_pylist()),
+    }
+
+
+def test_dedup_exact_keeps_the_first_row_by_order_by(session):
+    got = _exact_results(session)
+    assert [r["id"] for r in sorted(got["first"], key=lambda r: r["id"])] == [1, 2, 3, 4]
+    assert {r["id"]: r["v"] for r in got["first"]} == {1: 3, 2: 5, 3: 1, 4: 4}
+    assert got["normalized"] == [1, 2, 4]  # "A  b c" is "a b c" normalised
+    assert got["any"] == ["A  b c", "a b c", "x y", "z"]
+
+
+def test_dedup_exact_without_order_by_keeps_the_smallest_row(session):
+    df = session.from_arrow(_docs().select(["text", "v"]))
+    kept = df.pipe(ops.dedup_exact("text")).to_arrow().to_pylist()
+    assert sorted(kept, key=str) == sorted(
+        [
+            {"text": "a b c", "v": 0},
+            {"text": "A  b c", "v": 1},
+            {"text": "x y", "v": 2},
+            {"text": "z", "v": 5},
+        ],
+        key=str,
+    )
+
+
+def test_connected_components_of_a_long_chain_keep_only_its_smallest_id(session):
+    """A path 0-1-…-40 (labels need many hops) and a separate star around 100."""
+    chain = [(i + 1, i) for i in range(40)] + [(100 + k, 100) for k in range(1, 5)]
+    edges = session.from_arrow(
+        pa.table({"id": [a for a, _ in chain], "root": [b for _, b in chain]})
+    )
+    dropped = duplicates(edges.compute())
+    assert sorted(dropped.to_arrow()["id"].to_pylist()) == list(range(1, 41)) + list(
+        range(101, 105)
+    )
+
+
+def test_minhash_estimates_jaccard_and_bands_follow_the_threshold():
+    hasher = MinHasher(num_perm=256, ngram=1, seed=7)
+    a = " ".join(f"w{i}" for i in range(100))
+    b = " ".join(f"w{i}" for i in range(20, 120))  # Jaccard 80/120
+    sig, nonempty = hasher.signatures(pa.array([a, b, ""]))
+    assert nonempty.tolist() == [True, True, False]
+    assert abs((sig[0] == sig[1]).mean() - 80 / 120) < 0.08
+    bands, rows = optimal_bands(0.8, 128)
+    assert bands * rows <= 128 and (bands, rows) == (9, 13)  # datasketch's choice
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """~2,000 base documents of 200 words, 30% of them with 1-5 near-duplicates at 1-10%
+    word edits, and the documents a removal at threshold 0.8 (±0.05) should drop."""
+    table, clusters = bench_dedup.corpus(3800, seed=3)
+    should, _ = bench_dedup.truth(table, clusters, 0.85, 5)
+    may, _ = bench_dedup.truth(table, clusters, 0.75, 5)
+    exact, generated = bench_dedup.truth(table, clusters, 0.8, 5)
+    return table, should, may, exact, generated
+
+
+_FUZZY_RESULTS: dict[str, list[int]] = {}
+
+
+def test_dedup_fuzzy_precision_and_recall_on_known_clusters(session, corpus):
+    table, should, may, exact, generated = corpus
+    df = session.from_arrow(table).repartition(3, by_rows=True)
+    kept = df.pipe(ops.dedup_fuzzy("text", threshold=0.8, id_col="id", seed=1))
+    kept_ids = sorted(kept.select("id").to_arrow()["id"].to_pylist())
+    removed = set(table["id"].to_pylist()) - set(kept_ids)
+    precision, recall = bench_dedup.scores(removed, should, may)
+    print(
+        f"precision {precision:.3f} recall {recall:.3f} at exactly 0.8: "
+        f"{bench_dedup.scores(removed, exact)}; generated {len(generated)}"
+    )
+    assert precision >= 0.95 and recall >= 0.95
+    _FUZZY_RESULTS.setdefault("kept", kept_ids)
+    assert kept_ids == _FUZZY_RESULTS["kept"]  # the same on the inline and worker sessions
+
+
+def test_dedup_fuzzy_without_an_id_column_drops_exact_copies_too(session):
+    words = " ".join(f"w{i}" for i in range(60))
+    near = words.replace("w30", "v30")
+    table = pa.table({"text": [words, words, near, "something else entirely"]})
+    kept = session.from_arrow(table).pipe(ops.dedup_fuzzy("text", threshold=0.7, ngram=2))
+    assert kept.count() == 2
+
+
+def test_dedup_results_are_the_same_on_ray(ray_address, tmp_path):
+    table, _ = bench_dedup.corpus(600, seed=5)
+    results = []
+    for options in ({}, {"ray_address": ray_address}):
+        with millpond.init(
+            data_root=str(tmp_path), num_executors=2, progress=False, inline_bytes=0, **options
+        ) as sp:
+            df = sp.from_arrow(table).repartition(3, by_rows=True)
+            fuzzy = df.pipe(ops.dedup_fuzzy("text", threshold=0.8, id_col="id"))
+            results.append(
+                (
+                    sorted(fuzzy.select("id").to_arrow()["id"].to_pylist()),
+                    _exact_results(sp),
+                )
+            )
+    assert results[0] == results[1]
+    assert len(results[0][0]) < table.num_rows
