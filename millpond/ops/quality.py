@@ -21,18 +21,29 @@ punctuation is trimmed where Gopher measures words, so lengths and stop words ma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millpond.ops.base import Step
+from millpond.ops.quality_base import (
+    QualityStep,
+    Rule,
+    as_numpy,
+    clean_text,
+    duplicated,
+    explain_filters,
+    per_doc,
+    quality_step,
+    ratio,
+    split_pieces,
+    split_words,
+)
 
 if TYPE_CHECKING:
-    from millpond.api.dataframe import DataFrame
+    pass
 
 #: Gopher's stop words: a document needs at least two of them
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -64,177 +75,6 @@ _CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 _SENTENCE_END = r"[.!?]+[\"')\]]*(?:\s|$)"
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One thresholded rule: a row fails when its ``score`` is below a ``min_`` bound or
-    above a ``max_`` bound. ``name`` is the keyword argument that sets it."""
-
-    name: str
-    score: str
-    threshold: float
-
-    def fails(self, values: np.ndarray) -> np.ndarray:
-        if self.name.startswith("min_"):
-            return values < self.threshold
-        return values > self.threshold
-
-
-Scorer = Callable[[pa.Array], "tuple[dict[str, np.ndarray], pa.Array | None]"]
-
-
-class QualityFilter:
-    """What runs on each batch (picklable, so the same on every engine): computes the
-    scores, writes the asked-for columns, drops the rows that fail a rule."""
-
-    def __init__(
-        self,
-        text_col: str,
-        rules: Sequence[Rule],
-        scorer: Scorer,
-        prefix: str | None,
-        drop: bool,
-    ) -> None:
-        self.text_col = text_col
-        self.rules = tuple(rules)
-        self.scorer = scorer
-        self.prefix = prefix
-        self.drop = drop
-
-    def evaluate(self, batch: pa.Table) -> tuple[dict[str, np.ndarray], pa.Array | None]:
-        """The scores of ``batch`` (score name -> values) and the rewritten text, if any."""
-        if self.text_col not in batch.column_names:
-            raise KeyError(f"quality filter: no column {self.text_col!r} in {batch.column_names}")
-        column = batch.column(self.text_col).combine_chunks()
-        return self.scorer(column)
-
-    def failures(self, scores: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """A boolean ``fails`` array per rule, in rule order."""
-        return [rule.fails(scores[rule.score]) for rule in self.rules]
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        scores, text = self.evaluate(batch)
-        if text is not None:
-            batch = batch.set_column(batch.column_names.index(self.text_col), self.text_col, text)
-        if self.prefix is not None:
-            for name, values in scores.items():
-                batch = batch.append_column(self.prefix + name, pa.array(values))
-        if self.drop and self.rules:
-            failed = np.zeros(batch.num_rows, dtype=bool)
-            for fails in self.failures(scores):
-                failed |= fails
-            batch = batch.filter(pa.array(~failed))
-        return batch
-
-
-class QualityStep(Step):
-    """A quality filter as a :meth:`DataFrame.pipe` step; :func:`explain_filters` reads
-    its ``filter`` to count what each rule removes."""
-
-    def __init__(self, describe: str, quality_filter: QualityFilter) -> None:
-        self.filter = quality_filter
-        super().__init__(describe, self._apply)
-
-    def _apply(self, df: DataFrame) -> DataFrame:
-        return df.map_batches(self.filter)
-
-
-def _step(
-    family: str,
-    text_col: str,
-    thresholds: Mapping[str, float | None],
-    scores: bool | str,
-    drop: bool,
-    scorer: Scorer,
-    options: Mapping[str, Any],
-    score_names: Mapping[str, str],
-) -> QualityStep:
-    """Build the step of one filter family: its enabled rules, in order."""
-    rules = [
-        Rule(name, score_names[name], float(value))
-        for name, value in thresholds.items()
-        if value is not None
-    ]
-    if scores is True:
-        prefix: str | None = family.split("_")[0] + "_"
-        if family == "gopher_repetition":
-            prefix = "gopher_rep_"
-    elif scores is False:
-        prefix = None
-    elif isinstance(scores, str):
-        prefix = scores
-    else:
-        raise TypeError(f"{family}: scores must be a bool or a column prefix, got {scores!r}")
-    if not drop and prefix is None:
-        raise ValueError(f"{family}: drop=False without scores= would do nothing")
-    shown = [repr(text_col)]
-    shown += [f"{k}={v!r}" for k, v in {**thresholds, **options}.items()]
-    if scores is not False:
-        shown.append(f"scores={scores!r}")
-    if not drop:
-        shown.append("drop=False")
-    describe = f"{family}({', '.join(shown)})"
-    return QualityStep(describe, QualityFilter(text_col, rules, scorer, prefix, drop))
-
-
-# --- vectorised building blocks -------------------------------------------------------------
-
-
-def _np(array: pa.Array | pa.ChunkedArray, dtype: Any = None) -> np.ndarray:
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    values = array.to_numpy(zero_copy_only=False)  # may be read-only: callers update them
-    return np.array(values, dtype=dtype)
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``numerator / denominator``, 0 where the denominator is 0."""
-    numerator = np.asarray(numerator, dtype=np.float64)
-    denominator = np.asarray(denominator, dtype=np.float64)
-    out = np.zeros(len(numerator), dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
-
-
-def _per_doc(parent: np.ndarray, weights: np.ndarray | None, n_docs: int) -> np.ndarray:
-    """Sum of ``weights`` (or a count) per document, from the element -> document index."""
-    return np.bincount(parent, weights=weights, minlength=n_docs)[:n_docs]
-
-
-def _split(text: pa.Array, pattern: str) -> tuple[pa.Array, np.ndarray]:
-    """The pieces of each text split on a regex, flat, with each piece's document."""
-    pieces = pc.split_pattern_regex(text, pattern)
-    return pieces.flatten(), _np(pc.list_parent_indices(pieces), np.int64)
-
-
-def _words(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """The whitespace tokens of each text, flat, with each token's document (Arrow's split
-    gives an empty token for leading/trailing whitespace and an empty text: not words)."""
-    tokens = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(text))
-    flat = tokens.flatten()
-    parent = _np(pc.list_parent_indices(tokens), np.int64)
-    nonempty = _np(pc.utf8_length(flat), np.int64) > 0
-    if nonempty.all():
-        return flat, parent
-    return flat.filter(pa.array(nonempty)), parent[nonempty]
-
-
-def _duplicates(flat: pa.Array, parent: np.ndarray) -> np.ndarray:
-    """True for each element already seen earlier in the same document."""
-    if len(flat) == 0:
-        return np.zeros(0, dtype=bool)
-    encoded = pc.dictionary_encode(flat)
-    codes = _np(encoded.indices, np.int64)
-    key = parent * (len(encoded.dictionary) + 1) + codes
-    _, first = np.unique(key, return_index=True)
-    repeated = np.ones(len(flat), dtype=bool)
-    repeated[first] = False
-    return repeated
-
-
-def _clean(text: pa.Array) -> pa.Array:
-    return pc.fill_null(text, "")
-
-
 # --- Gopher quality ----------------------------------------------------------------------------
 
 _GOPHER_SCORES = {
@@ -256,34 +96,36 @@ class _GopherScorer:
         self.stop_words = tuple(dict.fromkeys(w.lower() for w in stop_words))
 
     def __call__(self, column: pa.Array) -> tuple[dict[str, np.ndarray], None]:
-        text = _clean(column)
+        text = clean_text(column)
         n = len(text)
-        flat, parent = _words(text)
-        n_tokens = _per_doc(parent, None, n)
+        flat, parent = split_words(text)
+        n_tokens = per_doc(parent, None, n)
         trimmed = pc.utf8_trim(flat, PUNCTUATION)
-        length = _np(pc.utf8_length(trimmed), np.int64)
+        length = as_numpy(pc.utf8_length(trimmed), np.int64)
         words = length > 0  # not a symbol
-        doc_words = _per_doc(parent, words.astype(np.float64), n).astype(np.int64)
-        alpha = _np(pc.match_substring_regex(flat, r"\pL"), bool)
-        stop = _np(pc.fill_null(pc.index_in(pc.utf8_lower(trimmed), pa.array(self.stop_words)), -1))
+        doc_words = per_doc(parent, words.astype(np.float64), n).astype(np.int64)
+        alpha = as_numpy(pc.match_substring_regex(flat, r"\pL"), bool)
+        stop = as_numpy(
+            pc.fill_null(pc.index_in(pc.utf8_lower(trimmed), pa.array(self.stop_words)), -1)
+        )
         found = stop >= 0
         distinct = np.unique(parent[found] * len(self.stop_words) + stop[found])
-        lines, line_doc = _split(pc.utf8_rtrim(text, "\r\n"), _LINE_BREAK)
-        n_lines = _per_doc(line_doc, None, n)
-        bullets = _np(pc.match_substring_regex(lines, r"^\s*[•\-]"), np.float64)
-        ellipsis = _np(pc.match_substring_regex(lines, r"(?:\.\.\.|…)\s*$"), np.float64)
-        hashes = _np(pc.count_substring(text, "#"), np.int64)
-        dots = _np(pc.count_substring(text, "..."), np.int64)
-        dots += _np(pc.count_substring(text, "…"), np.int64)
+        lines, line_doc = split_pieces(pc.utf8_rtrim(text, "\r\n"), _LINE_BREAK)
+        n_lines = per_doc(line_doc, None, n)
+        bullets = as_numpy(pc.match_substring_regex(lines, r"^\s*[•\-]"), np.float64)
+        ellipsis = as_numpy(pc.match_substring_regex(lines, r"(?:\.\.\.|…)\s*$"), np.float64)
+        hashes = as_numpy(pc.count_substring(text, "#"), np.int64)
+        dots = as_numpy(pc.count_substring(text, "..."), np.int64)
+        dots += as_numpy(pc.count_substring(text, "…"), np.int64)
         scores = {
             "doc_words": doc_words,
-            "mean_word_length": _ratio(_per_doc(parent, length * words, n), doc_words),
-            "hash_word_ratio": _ratio(hashes, n_tokens),
-            "ellipsis_word_ratio": _ratio(dots, n_tokens),
-            "bullet_lines_ratio": _ratio(_per_doc(line_doc, bullets, n), n_lines),
-            "ellipsis_lines_ratio": _ratio(_per_doc(line_doc, ellipsis, n), n_lines),
-            "alpha_words_ratio": _ratio(_per_doc(parent, alpha.astype(np.float64), n), n_tokens),
-            "stop_words": _per_doc(distinct // len(self.stop_words), None, n).astype(np.int64),
+            "mean_word_length": ratio(per_doc(parent, length * words, n), doc_words),
+            "hash_word_ratio": ratio(hashes, n_tokens),
+            "ellipsis_word_ratio": ratio(dots, n_tokens),
+            "bullet_lines_ratio": ratio(per_doc(line_doc, bullets, n), n_lines),
+            "ellipsis_lines_ratio": ratio(per_doc(line_doc, ellipsis, n), n_lines),
+            "alpha_words_ratio": ratio(per_doc(parent, alpha.astype(np.float64), n), n_tokens),
+            "stop_words": per_doc(distinct // len(self.stop_words), None, n).astype(np.int64),
         }
         return scores, None
 
@@ -327,7 +169,7 @@ def gopher_quality(
     }
     options = {} if tuple(stop_words) == STOP_WORDS else {"stop_words": tuple(stop_words)}
     scorer = _GopherScorer(stop_words)
-    return _step(
+    return quality_step(
         "gopher_quality", text_col, thresholds, scores, drop, scorer, options, _GOPHER_SCORES
     )
 
@@ -339,12 +181,12 @@ def _piece_duplicates(
     pieces: pa.Array, parent: np.ndarray, n_docs: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per document: pieces, repeated pieces, characters of repeated pieces."""
-    repeated = _duplicates(pieces, parent)
-    length = _np(pc.utf8_length(pieces), np.float64)
+    repeated = duplicated(pieces, parent)
+    length = as_numpy(pc.utf8_length(pieces), np.float64)
     return (
-        _per_doc(parent, None, n_docs),
-        _per_doc(parent, repeated.astype(np.float64), n_docs),
-        _per_doc(parent, length * repeated, n_docs),
+        per_doc(parent, None, n_docs),
+        per_doc(parent, repeated.astype(np.float64), n_docs),
+        per_doc(parent, length * repeated, n_docs),
     )
 
 
@@ -360,9 +202,9 @@ def _ngram_scores(
     if total == 0 or not out:
         return out
     encoded = pc.dictionary_encode(words)
-    codes = _np(encoded.indices, np.int64)
+    codes = as_numpy(encoded.indices, np.int64)
     width = len(encoded.dictionary) + 1
-    cumulative = np.concatenate([[0], np.cumsum(_np(pc.utf8_length(words), np.int64))])
+    cumulative = np.concatenate([[0], np.cumsum(as_numpy(pc.utf8_length(words), np.int64))])
     ids = np.unique(parent * width + codes, return_inverse=True)[1].astype(np.int64)
     for n in range(2, max(out) + 1):
         count = total - n + 1
@@ -417,7 +259,7 @@ def _greedy_repeats(
             seen.add(g)
             cursor = pos + 1
     counted = keep[np.array(hits, dtype=np.int64)]
-    return _per_doc(doc[counted], chars[counted], n_docs)
+    return per_doc(doc[counted], chars[counted], n_docs)
 
 
 class _RepetitionScorer:
@@ -426,25 +268,25 @@ class _RepetitionScorer:
         self.dup_ns = tuple(dup_ns)
 
     def __call__(self, column: pa.Array) -> tuple[dict[str, np.ndarray], None]:
-        text = _clean(column)
+        text = clean_text(column)
         n = len(text)
-        chars = _np(pc.utf8_length(text), np.int64)
-        paragraphs, para_doc = _split(pc.utf8_trim_whitespace(text), r"\n{2,}")
+        chars = as_numpy(pc.utf8_length(text), np.int64)
+        paragraphs, para_doc = split_pieces(pc.utf8_trim_whitespace(text), r"\n{2,}")
         n_para, dup_para, dup_para_chars = _piece_duplicates(paragraphs, para_doc, n)
-        lines, line_doc = _split(text, r"\n+")
+        lines, line_doc = split_pieces(text, r"\n+")
         n_lines, dup_lines, dup_line_chars = _piece_duplicates(lines, line_doc, n)
         scores = {
-            "dup_para_frac": _ratio(dup_para, n_para),
-            "dup_para_char_frac": _ratio(dup_para_chars, chars),
-            "dup_line_frac": _ratio(dup_lines, n_lines),
-            "dup_line_char_frac": _ratio(dup_line_chars, chars),
+            "dup_para_frac": ratio(dup_para, n_para),
+            "dup_para_char_frac": ratio(dup_para_chars, chars),
+            "dup_line_frac": ratio(dup_lines, n_lines),
+            "dup_line_char_frac": ratio(dup_line_chars, chars),
         }
-        words, parent = _words(text)
+        words, parent = split_words(text)
         grams = _ngram_scores(words, parent, n, set(self.top_ns), set(self.dup_ns))
         for k in self.top_ns:
-            scores[f"top_{k}gram_char_frac"] = _ratio(grams[k], chars)
+            scores[f"top_{k}gram_char_frac"] = ratio(grams[k], chars)
         for k in self.dup_ns:
-            scores[f"dup_{k}gram_char_frac"] = _ratio(grams[k], chars)
+            scores[f"dup_{k}gram_char_frac"] = ratio(grams[k], chars)
         return scores, None
 
 
@@ -489,7 +331,9 @@ def gopher_repetition(
         raise ValueError("gopher_repetition: n-gram sizes must be >= 2")
     scorer = _RepetitionScorer(top_ns, dup_ns)
     thresholds = {k: v for k, v in thresholds.items() if v is not None}
-    return _step("gopher_repetition", text_col, thresholds, scores, drop, scorer, options, names)
+    return quality_step(
+        "gopher_repetition", text_col, thresholds, scores, drop, scorer, options, names
+    )
 
 
 # --- C4 ----------------------------------------------------------------------------------------
@@ -507,41 +351,41 @@ class _C4Scorer:
 
     def __call__(self, column: pa.Array) -> tuple[dict[str, np.ndarray], pa.Array | None]:
         o = self.options
-        text = _clean(column)
+        text = clean_text(column)
         n = len(text)
         lines_list = pc.split_pattern_regex(text, _LINE_BREAK)
-        line_doc = _np(pc.list_parent_indices(lines_list), np.int64)
+        line_doc = as_numpy(pc.list_parent_indices(lines_list), np.int64)
         line = pc.utf8_trim_whitespace(lines_list.flatten())
-        words, word_line = _words(line)
-        keep = _per_doc(word_line, None, len(line)) >= o["min_words_per_line"]
+        words, word_line = split_words(line)
+        keep = per_doc(word_line, None, len(line)) >= o["min_words_per_line"]
         if o["max_word_length"] is not None:
             longest = np.zeros(len(line), dtype=np.int64)
-            np.maximum.at(longest, word_line, _np(pc.utf8_length(words), np.int64))
+            np.maximum.at(longest, word_line, as_numpy(pc.utf8_length(words), np.int64))
             keep &= longest <= o["max_word_length"]
         if o["remove_citations"]:
             line = pc.replace_substring_regex(line, _CITATION, "")
         if o["terminal_punctuation"]:
-            keep &= _np(pc.match_substring_regex(line, r"[.?!\"']$"), bool)
-            keep &= ~_np(pc.ends_with(line, "..."), bool)
+            keep &= as_numpy(pc.match_substring_regex(line, r"[.?!\"']$"), bool)
+            keep &= ~as_numpy(pc.ends_with(line, "..."), bool)
         lower = pc.utf8_lower(line)
         if o["javascript"]:
-            keep &= ~_np(pc.match_substring(lower, "javascript"), bool)
+            keep &= ~as_numpy(pc.match_substring(lower, "javascript"), bool)
         if o["policy"]:
             for phrase in POLICY_PHRASES:
-                keep &= ~_np(pc.match_substring(lower, phrase), bool)
-        sentences = np.maximum(_np(pc.count_substring_regex(line, _SENTENCE_END), np.int64), 1)
+                keep &= ~as_numpy(pc.match_substring(lower, phrase), bool)
+        sentences = np.maximum(as_numpy(pc.count_substring_regex(line, _SENTENCE_END), np.int64), 1)
         lower_text = pc.utf8_lower(text)
         scores = {
-            "lorem_ipsum": _np(pc.count_substring(lower_text, "lorem ipsum"), np.int64),
-            "curly_brackets": _np(pc.count_substring(text, "{"), np.int64),
-            "sentences": _per_doc(line_doc, sentences * keep, n).astype(np.int64),
-            "kept_lines_frac": _ratio(
-                _per_doc(line_doc, keep.astype(np.float64), n), _per_doc(line_doc, None, n)
+            "lorem_ipsum": as_numpy(pc.count_substring(lower_text, "lorem ipsum"), np.int64),
+            "curly_brackets": as_numpy(pc.count_substring(text, "{"), np.int64),
+            "sentences": per_doc(line_doc, sentences * keep, n).astype(np.int64),
+            "kept_lines_frac": ratio(
+                per_doc(line_doc, keep.astype(np.float64), n), per_doc(line_doc, None, n)
             ),
         }
         if not o["clean_lines"]:
             return scores, None
-        offsets = np.concatenate([[0], np.cumsum(_per_doc(line_doc[keep], None, n))])
+        offsets = np.concatenate([[0], np.cumsum(per_doc(line_doc[keep], None, n))])
         kept = pa.ListArray.from_arrays(
             pa.array(offsets.astype(np.int32)), line.filter(pa.array(keep))
         )
@@ -591,7 +435,7 @@ def c4_quality(
     }
     scorer = _C4Scorer(options)
     shown = {k: v for k, v in options.items() if v != c4_quality.__kwdefaults__[k]}
-    return _step("c4_quality", text_col, thresholds, scores, drop, scorer, shown, _C4_SCORES)
+    return quality_step("c4_quality", text_col, thresholds, scores, drop, scorer, shown, _C4_SCORES)
 
 
 # --- FineWeb -----------------------------------------------------------------------------------
@@ -610,24 +454,26 @@ class _FineWebScorer:
         self.stop_chars = stop_chars
 
     def __call__(self, column: pa.Array) -> tuple[dict[str, np.ndarray], None]:
-        text = _clean(column)
+        text = clean_text(column)
         n = len(text)
-        pieces, piece_doc = _split(text, r"\n")
-        blank = _np(pc.equal(pc.utf8_trim_whitespace(pieces), ""), bool)
+        pieces, piece_doc = split_pieces(text, r"\n")
+        blank = as_numpy(pc.equal(pc.utf8_trim_whitespace(pieces), ""), bool)
         lines, line_doc = pieces.filter(pa.array(~blank)), piece_doc[~blank]
-        n_lines = _per_doc(line_doc, None, n)
-        ends = _np(pc.match_substring_regex(lines, f"[{_regex_class(self.stop_chars)}]$"), bool)
-        short = _np(pc.utf8_length(lines), np.int64) <= self.short_line_length
-        repeated = _duplicates(lines, line_doc)
-        repeated_chars = _np(pc.utf8_length(lines), np.float64) * repeated
-        newlines = _np(pc.count_substring(text, "\n"), np.int64)
-        chars = _np(pc.utf8_length(text), np.int64) - newlines
-        words = _per_doc(_words(text)[1], None, n)
+        n_lines = per_doc(line_doc, None, n)
+        ends = as_numpy(
+            pc.match_substring_regex(lines, f"[{_regex_class(self.stop_chars)}]$"), bool
+        )
+        short = as_numpy(pc.utf8_length(lines), np.int64) <= self.short_line_length
+        repeated = duplicated(lines, line_doc)
+        repeated_chars = as_numpy(pc.utf8_length(lines), np.float64) * repeated
+        newlines = as_numpy(pc.count_substring(text, "\n"), np.int64)
+        chars = as_numpy(pc.utf8_length(text), np.int64) - newlines
+        words = per_doc(split_words(text)[1], None, n)
         scores = {
-            "line_punct_ratio": _ratio(_per_doc(line_doc, ends.astype(np.float64), n), n_lines),
-            "short_line_ratio": _ratio(_per_doc(line_doc, short.astype(np.float64), n), n_lines),
-            "char_dup_ratio": _ratio(_per_doc(line_doc, repeated_chars, n), chars),
-            "list_ratio": _ratio(newlines, words),
+            "line_punct_ratio": ratio(per_doc(line_doc, ends.astype(np.float64), n), n_lines),
+            "short_line_ratio": ratio(per_doc(line_doc, short.astype(np.float64), n), n_lines),
+            "char_dup_ratio": ratio(per_doc(line_doc, repeated_chars, n), chars),
+            "list_ratio": ratio(newlines, words),
         }
         return scores, None
 
@@ -669,77 +515,8 @@ def fineweb_quality(
     if stop_chars != TERMINAL_PUNCTUATION:
         options["stop_chars"] = stop_chars
     scorer = _FineWebScorer(short_line_length, stop_chars)
-    return _step(
+    return quality_step(
         "fineweb_quality", text_col, thresholds, scores, drop, scorer, options, _FINEWEB_SCORES
-    )
-
-
-# --- explain ----------------------------------------------------------------------------------
-
-
-class _Explain:
-    """Per batch: for each rule of each step, in order, how many rows it fails and how many
-    it fails first (no earlier rule failed them); every step sees the text the earlier
-    steps rewrote (C4's kept lines) but no row is dropped."""
-
-    def __init__(self, filters: Sequence[QualityFilter]) -> None:
-        self.filters = tuple(filters)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows: dict[str, list[Any]] = {"index": [], "would_remove": [], "removed_first": []}
-        failed = np.zeros(batch.num_rows, dtype=bool)
-        index = 0
-        for quality_filter in self.filters:
-            scores, text = quality_filter.evaluate(batch)
-            if text is not None:
-                column = batch.column_names.index(quality_filter.text_col)
-                batch = batch.set_column(column, quality_filter.text_col, text)
-            for fails in quality_filter.failures(scores):
-                rows["index"].append(index)
-                rows["would_remove"].append(int(fails.sum()))
-                rows["removed_first"].append(int((fails & ~failed).sum()))
-                failed |= fails
-                index += 1
-        rows["rows"] = [batch.num_rows] * index
-        return pa.table(
-            {
-                "index": pa.array(rows["index"], pa.int64()),
-                "would_remove": pa.array(rows["would_remove"], pa.int64()),
-                "removed_first": pa.array(rows["removed_first"], pa.int64()),
-                "rows": pa.array(rows["rows"], pa.int64()),
-            }
-        )
-
-
-def explain_filters(df: DataFrame, *steps: QualityStep) -> pa.Table:
-    """How many rows each rule of these quality steps removes from ``df``, without
-    dropping any: one row per rule, in order, with ``would_remove`` (the rows failing it,
-    alone), ``removed_first`` (failing it and no earlier rule: what it removes in this
-    pipeline) and ``remaining`` (rows left after it). ``removed_first`` sums to the rows
-    the steps remove; the last ``remaining`` is what they keep.
-
-    >>> ops.explain_filters(df, ops.gopher_quality("text"), ops.c4_quality("text"))  # doctest: +SKIP
-    """
-    if not steps or not all(isinstance(s, QualityStep) for s in steps):
-        raise TypeError("explain_filters(df, *steps): give one or more quality filter steps")
-    labels = [(repr(s), rule) for s in steps for rule in s.filter.rules]
-    counts = df.map_batches(_Explain([s.filter for s in steps])).to_arrow()
-    would = np.zeros(len(labels), dtype=np.int64)
-    first = np.zeros(len(labels), dtype=np.int64)
-    index = _np(counts.column("index"), np.int64)
-    np.add.at(would, index, _np(counts.column("would_remove"), np.int64))
-    np.add.at(first, index, _np(counts.column("removed_first"), np.int64))
-    batch_rows = _np(counts.column("rows"), np.int64)
-    total = int(batch_rows[index == 0].sum()) if labels else df.count()
-    return pa.table(
-        {
-            "step": [step for step, _ in labels],
-            "rule": [rule.name for _, rule in labels],
-            "threshold": pa.array([rule.threshold for _, rule in labels], pa.float64()),
-            "would_remove": would,
-            "removed_first": first,
-            "remaining": total - np.cumsum(first),
-        }
     )
 
 
