@@ -611,14 +611,14 @@ class DataFrame(Writes):
         return feeds.to_torch(
             self,
             batch_size,
-            columns,
-            rank,
-            world_size,
-            shuffle,
-            seed,
-            drop_last,
-            prefetch_batches,
-            dtypes,
+            columns=columns,
+            rank=rank,
+            world_size=world_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            prefetch_batches=prefetch_batches,
+            dtypes=dtypes,
         )
 
     def pipe(self, step: Callable[..., DataFrame], *args: Any, **kwargs: Any) -> DataFrame:

@@ -5,7 +5,7 @@ partitions, split between ranks and DataLoader workers (:mod:`millpond.feed`).""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -83,13 +83,10 @@ def _scanned_files(df: DataFrame) -> list[shards.Source] | None:
         return None
     if node.columns is not None or node.predicate or node.limit is not None:
         return None
-    options = node.format.options
-    if options.get("union_by_name") or options.get("hive_partitioning"):
-        return None
-    if any(v not in (None, False) for k, v in options.items() if k != "hive_partitioning"):
-        return None
+    if any(v not in (None, False) for v in node.format.options.values()):
+        return None  # union_by_name, hive_partitioning=True, ...: DuckDB reshapes the rows
     paths = list(dict.fromkeys(f.path for part in node.partitions for f in part))
-    if options.get("hive_partitioning") is None and any(
+    if node.format.options.get("hive_partitioning") is None and any(
         "=" in segment for path in paths for segment in path.split("/")[:-1]
     ):
         return None  # DuckDB would add the hive layout's columns
@@ -113,29 +110,8 @@ def computed_sources(df: DataFrame) -> list[shards.Source]:
     return sources
 
 
-def to_torch(
-    df: DataFrame,
-    batch_size: int,
-    columns: Sequence[str] | None,
-    rank: int | None,
-    world_size: int | None,
-    shuffle: bool,
-    seed: int,
-    drop_last: bool,
-    prefetch_batches: int,
-    dtypes: Mapping[str, Any] | None,
-) -> TorchDataset:
-    """:meth:`DataFrame.to_torch`."""
+def to_torch(df: DataFrame, batch_size: int, **options: Any) -> TorchDataset:
+    """:meth:`DataFrame.to_torch` (``options``: the dataset's, see
+    :class:`~millpond.feed.torch_dataset.TorchDataset`)."""
     dataset_class = torch_dataset_class()  # torch missing: say so before computing anything
-    return dataset_class(
-        computed_sources(df),
-        batch_size,
-        columns=columns,
-        rank=rank,
-        world_size=world_size,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=drop_last,
-        prefetch_batches=prefetch_batches,
-        dtypes=dtypes,
-    )
+    return dataset_class(computed_sources(df), batch_size, **options)

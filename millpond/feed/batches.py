@@ -46,9 +46,15 @@ def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     """One batch of ``batches``' rows (copied only when there are several)."""
     if len(batches) == 1:
         return batches[0]
-    tables = [pa.Table.from_batches([b]) for b in batches]
-    table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-    return table.to_batches()[0]
+    return _table(batches).combine_chunks().to_batches()[0]
+
+
+def _table(batches: list[pa.RecordBatch]) -> pa.Table:
+    """``batches`` as one table, their schemas unified (partitions may differ in a
+    column's nullability or offset width)."""
+    return pa.concat_tables(
+        [pa.Table.from_batches([b]) for b in batches], promote_options="permissive"
+    )
 
 
 def exact_batches(
@@ -95,19 +101,14 @@ def locally_shuffled(
         window.append(batch)
         held += batch.num_rows
         if held >= 2 * buffer_rows:
-            table = pa.concat_tables(
-                [pa.Table.from_batches([b]) for b in window], promote_options="permissive"
-            )
+            table = _table(window)
             order = rng.permutation(held)
             out = held - buffer_rows
             yield from table.take(order[:out]).combine_chunks().to_batches()
             window = table.take(order[out:]).combine_chunks().to_batches()
             held = buffer_rows
     if held:
-        table = pa.concat_tables(
-            [pa.Table.from_batches([b]) for b in window], promote_options="permissive"
-        )
-        yield from table.take(rng.permutation(held)).combine_chunks().to_batches()
+        yield from _table(window).take(rng.permutation(held)).combine_chunks().to_batches()
 
 
 def formatted(

@@ -13,7 +13,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from millpond.errors import PlanError
 from millpond.feed import shards
-from millpond.feed.batches import exact_batches, locally_shuffled, prefetched
+from millpond.feed.batches import (
+    check_batch_options,
+    exact_batches,
+    locally_shuffled,
+    prefetched,
+)
 from millpond.feed.tensors import to_tensors
 
 #: rows held for the local shuffle, in batches (on top of the units' own shuffle)
@@ -47,10 +52,7 @@ class TorchDataset(IterableDataset):
         dtypes: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise PlanError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not (isinstance(prefetch_batches, int) and prefetch_batches >= 0):
-            raise PlanError(f"prefetch_batches must be an integer >= 0, got {prefetch_batches!r}")
+        check_batch_options(batch_size, "torch", prefetch_batches, None)
         self.sources = list(sources)
         self.units = shards.list_units(self.sources)
         self.total_rows = sum(u.rows for u in self.units)
@@ -70,8 +72,11 @@ class TorchDataset(IterableDataset):
 
     def _check_forked_lance(self) -> None:
         """Lance's runtime does not survive a fork: a forked DataLoader worker reading a
-        Lance table can crash. Such a worker got the dataset without pickling."""
-        if self._pickled or not any(isinstance(s, shards.LanceSource) for s in self.sources):
+        Lance table can crash. Such a worker got the dataset without pickling; the
+        training process itself (no worker) was not forked."""
+        if get_worker_info() is None or self._pickled:
+            return
+        if not any(isinstance(s, shards.LanceSource) for s in self.sources):
             return
         raise PlanError(
             "a Lance table cannot be read in a forked DataLoader worker (Lance is not "
@@ -91,23 +96,25 @@ class TorchDataset(IterableDataset):
             rank
         ]
 
-    def reader_span(self) -> shards.Span:
-        """The rows this process (rank, DataLoader worker) reads this epoch."""
+    def _reader(self) -> tuple[int, int, int, int]:
+        """(rank, world size, DataLoader worker, workers) of this process."""
         rank, world_size = shards.resolve_rank(self.rank, self.world_size)
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return shards.reader_span(
-            self.total_rows, rank, world_size, worker, workers, self.batch_size, self.drop_last
-        )
+        return rank, world_size, worker, workers
+
+    def reader_span(self) -> shards.Span:
+        """The rows this process (rank, DataLoader worker) reads this epoch."""
+        return shards.reader_span(self.total_rows, *self._reader(), self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        if info is not None:
-            self._check_forked_lance()
-        span = self.reader_span()
+        self._check_forked_lance()
+        rank, world_size, worker, workers = self._reader()
+        span = shards.reader_span(
+            self.total_rows, rank, world_size, worker, workers, self.batch_size, self.drop_last
+        )
         order = shards.epoch_order(self.units, self.shuffle, self.seed, self.epoch)
-        rank, _ = shards.resolve_rank(self.rank, self.world_size)
-        stream_seed = [self.seed, self.epoch, rank, info.id if info is not None else 0]
+        stream_seed = [self.seed, self.epoch, rank, worker]
 
         def batches() -> Iterator[dict[str, Any]]:
             rows = (

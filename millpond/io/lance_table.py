@@ -341,6 +341,25 @@ def fragments_of(tables: Sequence[pa.Table]) -> list[Any]:
     ]
 
 
+def refuse_if_overtaken(
+    uri: str,
+    read_version: int,
+    mode: str,
+    why: str,
+    storage_options: Mapping[str, str] | None = None,
+) -> None:
+    """Raise, before a commit Lance would let through on top of another writer's, when
+    the table's latest version is no longer ``read_version`` (the one the job read or
+    matched against); ``why`` says what committing anyway would do."""
+    latest = int(open_dataset(uri, None, storage_options).version)
+    if latest != read_version:
+        raise PlanError(
+            f"write_lance(mode={mode!r}) of {uri!r}: another writer committed version "
+            f"{latest} while this job ran on version {read_version}; nothing was committed "
+            f"({why}). Run the job again on the new version."
+        )
+
+
 def commit_fragments(
     uri: str,
     fragments: Sequence[Any],
@@ -357,16 +376,13 @@ def commit_fragments(
     lance = import_lance()
     if overwrite:
         if read_version is not None:
-            latest = int(
-                lance.dataset(uri, storage_options=dict(storage_options or {}) or None).version
+            refuse_if_overtaken(
+                uri,
+                read_version,
+                "overwrite",
+                "an overwrite would discard their rows",
+                storage_options,
             )
-            if latest != read_version:
-                raise PlanError(
-                    f"write_lance(mode='overwrite') of {uri!r}: another writer committed "
-                    f"version {latest} while this job ran on version {read_version}; "
-                    "nothing was committed (an overwrite would discard their rows). Run "
-                    "the job again on the new version."
-                )
         operation = lance.LanceOperation.Overwrite(schema, list(fragments))
     else:
         operation = lance.LanceOperation.Append(list(fragments))
@@ -406,16 +422,15 @@ def merge_into(
         .when_not_matched_insert_all()
         .execute_uncommitted(reader)
     )
-    options = dict(storage_options or {}) or None
-    latest = int(lance.dataset(uri, storage_options=options).version)
-    if latest != read_version:
-        raise PlanError(
-            f"write_lance(mode='merge') of {uri!r}: another writer committed version "
-            f"{latest} while this job merged into version {read_version}; nothing was "
-            "committed (their rows were not matched against). Run the job again on the "
-            "new version."
-        )
-    lance.LanceDataset.commit(uri, transaction, read_version=read_version, storage_options=options)
+    refuse_if_overtaken(
+        uri, read_version, "merge", "their rows were not matched against", storage_options
+    )
+    lance.LanceDataset.commit(
+        uri,
+        transaction,
+        read_version=read_version,
+        storage_options=dict(storage_options or {}) or None,
+    )
     return dict(counts or {})
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 if TYPE_CHECKING:
     from millpond.api.dataframe import DataFrame
 
@@ -33,3 +35,11 @@ def missing_extra(package: str, exc: ImportError) -> ImportError:
     error = ImportError(f"this operator needs {package}, which is not installed: {TEXT_EXTRA}")
     error.__cause__ = exc
     return error
+
+
+def put_column(batch: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    """``batch`` with column ``name`` set to ``values``: replaced in place when it exists
+    (an operator writing back to its input column), else appended."""
+    if name in batch.column_names:
+        return batch.set_column(batch.column_names.index(name), name, values)
+    return batch.append_column(name, values)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from millpond.ops.base import Step, missing_extra
+from millpond.ops.base import Step, missing_extra, put_column
 
 if TYPE_CHECKING:
     from millpond.api.dataframe import DataFrame
@@ -259,9 +259,7 @@ class _CountTokens:
         for i, encoding in zip(present, encodings, strict=True):
             counts[i] = len(encoding)
         values = pa.array(counts, pa.int32())
-        if self.out in batch.column_names:
-            return batch.set_column(batch.column_names.index(self.out), self.out, values)
-        return batch.append_column(self.out, values)
+        return put_column(batch, self.out, values)
 
 
 def chunk(

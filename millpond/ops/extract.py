@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from millpond.errors import InputReadError
-from millpond.ops.base import Step, missing_extra
+from millpond.ops.base import Step, missing_extra, put_column
 
 if TYPE_CHECKING:
     from millpond.api.dataframe import DataFrame
@@ -197,9 +197,7 @@ class _Extract:
             except Exception:  # a page the engine cannot parse has no text, not a failed job
                 texts.append(None)
         values = pa.array(texts, pa.string())
-        if self.out in batch.column_names:
-            return batch.set_column(batch.column_names.index(self.out), self.out, values)
-        return batch.append_column(self.out, values)
+        return put_column(batch, self.out, values)
 
 
 def extract_text(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millpond.ops.base import Step, missing_extra
+from millpond.ops.base import Step, missing_extra, put_column
 
 if TYPE_CHECKING:
     from millpond.api.dataframe import DataFrame
@@ -55,11 +55,7 @@ class _Identify:
                 scores.append(prob)
         lang_array = pa.array(langs, pa.string())
         score_array = pa.array(scores, pa.float32())
-        for name, values in ((self.out, lang_array), (self.score, score_array)):
-            if name in batch.column_names:
-                batch = batch.set_column(batch.column_names.index(name), name, values)
-            else:
-                batch = batch.append_column(name, values)
+        batch = put_column(put_column(batch, self.out, lang_array), self.score, score_array)
         mask = None
         if self.keep is not None:
             mask = pc.is_in(lang_array, value_set=self.keep)

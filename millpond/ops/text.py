@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millpond.ops.base import Step, missing_extra
+from millpond.ops.base import Step, missing_extra, put_column
 
 if TYPE_CHECKING:
     from millpond.api.dataframe import DataFrame
@@ -57,12 +57,6 @@ def _string_column(batch: pa.Table, name: str) -> pa.Array:
     return column
 
 
-def _set_column(batch: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    if name in batch.column_names:
-        return batch.set_column(batch.column_names.index(name), name, values)
-    return batch.append_column(name, values)
-
-
 def normalize(
     text_col: str,
     out: str | None = None,
@@ -83,7 +77,7 @@ def normalize(
     def apply(df: DataFrame) -> DataFrame:
         def batch_fn(batch: pa.Table) -> pa.Table:
             values = _normalize_array(_string_column(batch, text_col), nfkc, whitespace, fix_text)
-            return _set_column(batch, target, values)
+            return put_column(batch, target, values)
 
         return df.map_batches(batch_fn)
 
@@ -204,7 +198,7 @@ def pii_redact(
                 for i in candidates:
                     spans = find(texts[i])
                     tags[i] = [{"kind": k, "start": s, "end": e} for k, s, e in spans]
-                return _set_column(batch, target, pa.array(tags, PII_SPAN_TYPE))
+                return put_column(batch, target, pa.array(tags, PII_SPAN_TYPE))
             for i in candidates:
                 text = texts[i]
                 parts, last = [], 0
@@ -212,7 +206,7 @@ def pii_redact(
                     parts += [text[last:start], f"<{kind.upper()}>"]
                     last = end
                 texts[i] = "".join(parts) + text[last:]
-            return _set_column(batch, target, pa.array(texts, pa.string()))
+            return put_column(batch, target, pa.array(texts, pa.string()))
 
         return df.map_batches(batch_fn)
 
