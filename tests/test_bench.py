@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -143,9 +144,75 @@ def test_dedup_benchmark_runs_and_scores_both(capsys):
     MinHashLSH, when installed) run and are scored."""
     from bench import dedup
 
-    assert dedup.main(["--docs", "400", "--executors", "2"]) == 0
+    assert (
+        dedup.main(
+            ["--docs", "400", "--executors", "2", "--only", "millpond", "--only", "datasketch"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "millpond ops.dedup_fuzzy:" in out and "precision" in out
+    assert "datatrove" not in out
+
+
+def test_dedup_benchmark_runs_datatrove(capsys):
+    """``--only datatrove``: datatrove's 4-stage MinHash pipeline runs over the corpus's
+    Parquet files and is scored; it finds most of the near-duplicates at 0.8 (its own LSH
+    threshold is ~0.72, so it may remove more)."""
+    pytest.importorskip("datatrove", reason="the datatrove contender needs datatrove")
+    from bench import dedup
+
+    assert dedup.main(["--docs", "300", "--only", "datatrove"]) == 0
+    out = capsys.readouterr().out
+    assert "millpond" not in out and "datasketch" not in out
+    line = next(x for x in out.splitlines() if x.startswith("datatrove MinHash pipeline"))
+    assert "112 permutations" in line
+    recall = float(re.search(r"recall ([0-9.]+) \(", line).group(1))
+    assert recall > 0.8, line
+
+
+def test_dedup_corpus_and_truth_match_a_plain_computation():
+    """The vectorised corpus has the generated structure (ids 0..n-1, clusters of 1-6
+    documents named by their base, ~30% of bases copied, ~200 words), and the truth's drops
+    at any threshold are those of Python sets and a union-find over each cluster."""
+    from bench import dedup
+    from millpond.ops.minhash import MinHasher
+
+    table, cluster = dedup.corpus(3000, seed=3)
+    assert table["id"].to_pylist() == list(range(3000))
+    assert (cluster[cluster] == cluster).all()
+    _, sizes = np.unique(cluster, return_counts=True)
+    assert sizes.max() <= 6 and 0.2 < (sizes > 1).mean() < 0.4
+    lengths = [len(t.split()) for t in table["text"].to_pylist()]
+    assert 180 < min(lengths) and max(lengths) < 220
+    hasher = MinHasher(ngram=5)
+    shingles, offsets = hasher.shingles(*hasher.word_hashes(table["text"]))
+    sets = [set(shingles[offsets[r] : offsets[r + 1]].tolist()) for r in range(3000)]
+    members: dict[int, list[int]] = {}
+    for doc, base in enumerate(cluster.tolist()):
+        members.setdefault(base, []).append(doc)
+    truth = dedup.truth(table, cluster, 5)
+    assert truth.generated == {d for rows in members.values() for d in sorted(rows)[1:]}
+    for threshold in (0.5, 0.8, 0.85):
+        expected: set[int] = set()
+        for rows in members.values():
+            parent = {r: r for r in rows}
+
+            def find(x: int, parent: dict[int, int] = parent) -> int:
+                while parent[x] != x:
+                    x = parent[x]
+                return x
+
+            for i, a in enumerate(rows):
+                for b in rows[i + 1 :]:
+                    if len(sets[a] & sets[b]) >= threshold * len(sets[a] | sets[b]):
+                        parent[find(a)] = find(b)
+            groups: dict[int, list[int]] = {}
+            for r in rows:
+                groups.setdefault(find(r), []).append(r)
+            expected.update(d for g in groups.values() for d in sorted(g)[1:])
+        assert truth.drop(threshold) == expected, threshold
+    assert truth.drop(0.85) <= truth.drop(0.8) <= truth.drop(0.5)
 
 
 def test_dataprep_benchmark_contenders_keep_the_same_rows(capsys, tmp_path):

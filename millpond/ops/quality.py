@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from millpond.ops.base import unique_sorted
 from millpond.ops.quality_base import (
     QualityStep,
     Rule,
@@ -109,7 +110,7 @@ class _GopherScorer:
             pc.fill_null(pc.index_in(pc.utf8_lower(trimmed), pa.array(self.stop_words)), -1)
         )
         found = stop >= 0
-        distinct = np.unique(parent[found] * len(self.stop_words) + stop[found])
+        distinct = unique_sorted(parent[found] * len(self.stop_words) + stop[found])
         lines, line_doc = split_pieces(pc.utf8_rtrim(text, "\r\n"), _LINE_BREAK)
         n_lines = per_doc(line_doc, None, n)
         bullets = as_numpy(pc.match_substring_regex(lines, r"^\s*[•\-]"), np.float64)
