@@ -327,7 +327,16 @@ class _PeakRss:
         self.peak = max(self.peak, self._sample())
 
 
-def run_millpond(table: pa.Table, threshold: float, num_perm: int, ngram: int, executors: int):
+def run_millpond(
+    table: pa.Table,
+    threshold: float,
+    num_perm: int,
+    ngram: int,
+    executors: int,
+    minhash: str = "auto",
+):
+    """``ops.dedup_fuzzy`` on the embedded engine, ``executors`` workers, signatures by
+    the ``minhash`` backend."""
     import millpond
     from millpond import ops
 
@@ -337,7 +346,9 @@ def run_millpond(table: pa.Table, threshold: float, num_perm: int, ngram: int, e
             started = time.perf_counter()
             with _PeakRss() as mem:
                 kept = df.pipe(
-                    ops.dedup_fuzzy("text", threshold, num_perm, ngram, id_col="id")
+                    ops.dedup_fuzzy(
+                        "text", threshold, num_perm, ngram, id_col="id", minhash=minhash
+                    )
                 ).select("id")
                 kept_ids = set(kept.to_arrow()["id"].to_pylist())
             elapsed = time.perf_counter() - started
@@ -426,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this contender (repeatable; default: all)",
     )
     parser.add_argument("--no-datasketch", action="store_true")
+    parser.add_argument(
+        "--minhash", default="auto", help="millpond's signature backend: auto, numpy, rensa"
+    )
     args = parser.parse_args(argv)
     chosen = args.only or [c for c in CONTENDERS if not (c == "datasketch" and args.no_datasketch)]
     started = time.perf_counter()
@@ -443,11 +457,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     runs = []
     if "millpond" in chosen:
+        from millpond.ops.minhash import resolve_backend
+
+        backend = resolve_backend(args.minhash)
         runs.append(
             (
-                "millpond ops.dedup_fuzzy",
+                f"millpond ops.dedup_fuzzy (minhash={backend})",
                 lambda: run_millpond(
-                    table, args.threshold, args.num_perm, args.ngram, args.executors
+                    table, args.threshold, args.num_perm, args.ngram, args.executors, backend
                 ),
             )
         )

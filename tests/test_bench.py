@@ -151,7 +151,7 @@ def test_dedup_benchmark_runs_and_scores_both(capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "millpond ops.dedup_fuzzy:" in out and "precision" in out
+    assert "millpond ops.dedup_fuzzy (minhash=" in out and "precision" in out
     assert "datatrove" not in out
 
 

@@ -3,6 +3,9 @@ fuzzy dedup's precision/recall on a generated corpus of known near-duplicate clu
 
 from __future__ import annotations
 
+import importlib.util
+
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -10,7 +13,7 @@ import millpond
 from bench import dedup as bench_dedup
 from millpond import ops
 from millpond.ops.dedup import _BucketPairs, duplicates, shingle_overlaps
-from millpond.ops.minhash import MinHasher, optimal_bands
+from millpond.ops.minhash import MinHasher, optimal_bands, resolve_backend
 
 TEXTS = ["a b c", "A  b c", "x y", "a b c", "x y", "z"]
 
@@ -65,13 +68,7 @@ def test_connected_components_of_a_long_chain_keep_only_its_smallest_id(session)
     )
 
 
-def test_minhash_estimates_jaccard_and_bands_follow_the_threshold():
-    hasher = MinHasher(num_perm=256, ngram=1, seed=7)
-    a = " ".join(f"w{i}" for i in range(100))
-    b = " ".join(f"w{i}" for i in range(20, 120))  # Jaccard 80/120
-    sig, nonempty = hasher.signatures(pa.array([a, b, ""]))
-    assert nonempty.tolist() == [True, True, False]
-    assert abs((sig[0] == sig[1]).mean() - 80 / 120) < 0.08
+def test_bands_without_verification_are_datasketchs_choice():
     bands, rows = optimal_bands(0.8, 128)
     assert bands * rows <= 128 and (bands, rows) == (9, 13)  # datasketch's choice
 
@@ -143,22 +140,49 @@ def corpus():
 
 
 _FUZZY_RESULTS: dict[str, list[int]] = {}
+HAVE_RENSA = importlib.util.find_spec("rensa") is not None
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "rensa", marks=pytest.mark.skipif(not HAVE_RENSA, reason="needs millpond[text] (rensa)")
+    ),
+]
 
 
-def test_dedup_fuzzy_precision_and_recall_on_known_clusters(session, corpus):
+@pytest.mark.parametrize("minhash", BACKENDS)
+def test_dedup_fuzzy_precision_and_recall_on_known_clusters(session, corpus, minhash):
     """Scored against what a removal at Jaccard 0.8 must drop (components of the pairs
     whose exact shingle Jaccard reaches 0.8, within each cluster): exact verification
     leaves no margin to allow for."""
     table, truth = corpus
     df = session.from_arrow(table).repartition(3, by_rows=True)
-    kept = df.pipe(ops.dedup_fuzzy("text", threshold=0.8, id_col="id", seed=1))
-    kept_ids = sorted(kept.select("id").to_arrow()["id"].to_pylist())
+    step = ops.dedup_fuzzy("text", threshold=0.8, id_col="id", seed=1, minhash=minhash)
+    kept_ids = sorted(df.pipe(step).select("id").to_arrow()["id"].to_pylist())
     removed = set(table["id"].to_pylist()) - set(kept_ids)
     precision, recall = bench_dedup.scores(removed, truth.drop(0.8))
-    print(f"precision {precision:.3f} recall {recall:.3f}; generated {len(truth.generated)}")
+    print(f"{minhash}: precision {precision:.3f} recall {recall:.3f}")
     assert precision >= 0.95 and recall >= 0.95
-    _FUZZY_RESULTS.setdefault("kept", kept_ids)
-    assert kept_ids == _FUZZY_RESULTS["kept"]  # the same on the inline and worker sessions
+    _FUZZY_RESULTS.setdefault(minhash, kept_ids)
+    assert kept_ids == _FUZZY_RESULTS[minhash]  # the same on the inline and worker sessions
+
+
+@pytest.mark.parametrize("minhash", BACKENDS)
+def test_each_minhash_backend_estimates_jaccard(minhash):
+    hasher = MinHasher(num_perm=256, ngram=1, seed=7, backend=minhash)
+    a = " ".join(f"w{i}" for i in range(100))
+    b = " ".join(f"w{i}" for i in range(20, 120))  # Jaccard 80/120
+    sig, nonempty = hasher.signatures(pa.array([a, b, "", a]))
+    assert sig.shape == (4, 256) and sig.dtype == np.uint32
+    assert nonempty.tolist() == [True, True, False, True]
+    assert abs((sig[0] == sig[1]).mean() - 80 / 120) < 0.08
+    assert (sig[0] == sig[3]).all() and (sig[2] == np.iinfo(np.uint32).max).all()
+
+
+def test_the_minhash_backend_is_picked_once_and_named():
+    assert resolve_backend("auto") == ("rensa" if HAVE_RENSA else "numpy")
+    assert "minhash='numpy'" in repr(ops.dedup_fuzzy("text", minhash="numpy"))
+    with pytest.raises(ValueError, match="minhash backend"):
+        resolve_backend("fast")
 
 
 def test_signature_verification_stays_within_a_margin_of_the_threshold(session, corpus):

@@ -20,6 +20,7 @@ from millpond.ops.minhash import (
     check_params,
     estimated_jaccard,
     optimal_bands,
+    resolve_backend,
 )
 
 HASH_COL = "__dedup_hash"
@@ -250,6 +251,7 @@ def dedup_fuzzy(
     rows: int | None = None,
     seed: int = 1,
     verify: str = "exact",
+    minhash: str = "auto",
     batch_size: int = 2048,
 ) -> Step:
     """Drop near-duplicate documents: MinHash of word ``ngram`` shingles, LSH bands,
@@ -270,6 +272,10 @@ def dedup_fuzzy(
     - ``"signature"``: the share of equal signature values reaches it (cheaper on long
       documents, but a pair near the threshold is a coin toss either way);
     - ``"none"``: every candidate is a link (datasketch's and datatrove's behaviour).
+
+    ``minhash``: the signature backend, ``"rensa"`` (Rust, in the ``text`` extra; ~50x
+    faster than numpy at the permutations), ``"numpy"``, or ``"auto"`` (rensa when
+    installed), picked once here so every task computes the same signatures.
 
     Components come from iterative min-label propagation with pointer jumping, each round
     a few joins and a group-by in the engine, until no label changes: memory-bounded, no
@@ -295,10 +301,11 @@ def dedup_fuzzy(
         bands, rows = optimal_bands(threshold, num_perm, FP_WEIGHT[verify])
     if bands * rows > num_perm:
         raise ValueError(f"bands * rows must be <= num_perm ({num_perm}), got {bands}*{rows}")
-    hasher = MinHasher(num_perm=num_perm, ngram=ngram, seed=seed)
+    backend = resolve_backend(minhash)
+    hasher = MinHasher(num_perm=num_perm, ngram=ngram, seed=seed, backend=backend)
     describe = (
         f"dedup_fuzzy({text_col!r}, threshold={threshold}, num_perm={num_perm}, ngram={ngram}"
-        f", bands={bands}, rows={rows}, seed={seed}, verify={verify!r})"
+        f", bands={bands}, rows={rows}, seed={seed}, verify={verify!r}, minhash={backend!r})"
     )
 
     def apply(df):
