@@ -260,7 +260,7 @@ def dedup_fuzzy(
 
         df.pipe(ops.dedup_fuzzy("text", threshold=0.8, id_col="id"))
 
-    Signatures and band hashes are computed per task (numpy); the band rows are grouped
+    Signatures and band hashes are computed per task (vectorised); the band rows are grouped
     by (band, band hash) — a shuffle — and each bucket of several documents gives its
     candidate pairs (all of them in small buckets, pairs with a few anchors in large ones).
     ``verify`` decides which candidates become links:
