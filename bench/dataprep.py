@@ -357,21 +357,11 @@ def missing(name: str) -> list[str]:
 # --- measuring ---------------------------------------------------------------------------------
 
 
-def _tree_rss(proc: Any) -> int:
-    import psutil
-
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def measure(name: str, data: Path, root: Path) -> dict[str, Any]:
     """Run contender ``name`` in a fresh subprocess; its time, peak tree RSS and output."""
     import psutil
+
+    from bench.measure import tree_rss
 
     out, work = root / "out", root / "work"
     shutil.rmtree(root, ignore_errors=True)
@@ -385,7 +375,7 @@ def measure(name: str, data: Path, root: Path) -> dict[str, Any]:
         proc = psutil.Process(child.pid)
         peak = 0
         while child.poll() is None:
-            peak = max(peak, _tree_rss(proc))
+            peak = max(peak, tree_rss(proc))
             time.sleep(0.1)
     text = log.read_text()
     result = re.findall(r"^DATAPREP (.*)$", text, re.M)

@@ -303,13 +303,9 @@ class _PeakRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> int:
-        total = 0
-        for p in [self.process, *self.process.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except Exception:
-                pass
-        return total
+        from bench.measure import tree_rss
+
+        return tree_rss(self.process)
 
     def _run(self) -> None:
         while not self._stop.is_set():

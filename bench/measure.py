@@ -35,6 +35,17 @@ SAMPLE_INTERVAL_S = 0.02
 TREE_REFRESH_S = 0.25  # how often the process tree is listed again (new workers)
 
 
+def tree_rss(proc: psutil.Process) -> int:
+    """The RSS of ``proc`` and all its descendants now (a process that ended counts 0)."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
 def machine_busy_s() -> float:
     """CPU seconds the whole machine has been busy (all cores, not idle/iowait)."""
     t = psutil.cpu_times()
